@@ -1,0 +1,1 @@
+"""certgraph domain model: certificates, events and lifecycle rules."""

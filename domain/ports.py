@@ -1,0 +1,118 @@
+"""Domain layer: the ports the domain service needs, implemented by adapters in `server/`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol
+
+from domain.ca import CaDecision, OrderPlaced, OrderRequest, WithdrawalReply
+from domain.model import Certificate, CertificateId, TenantId, Withdrawal, WithdrawalId
+from domain.statuses import CertificateStatus
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class StoredAnswer(Protocol):
+    """What an idempotency key remembers: the certificate and withdrawal of a success."""
+
+    @property
+    def certificate_id(self) -> CertificateId: ...
+
+    @property
+    def withdrawal_id(self) -> WithdrawalId: ...
+
+
+class CertificateRepository(Protocol):
+    async def get(
+        self, tenant_id: TenantId, certificate_id: CertificateId
+    ) -> Certificate | None: ...
+
+    async def get_any_tenant(self, certificate_id: CertificateId) -> Certificate | None: ...
+
+    async def get_withdrawal(self, withdrawal_id: WithdrawalId) -> Withdrawal | None: ...
+
+    async def add(self, certificate: Certificate) -> None: ...
+
+    async def save(self, certificate: Certificate, expected_version: int) -> bool:
+        """Write the aggregate's changes if the stored version is still `expected_version`."""
+        ...
+
+
+class IdempotencyKeys(Protocol):
+    async def find(self, tenant_id: TenantId, operation: str, key: str) -> StoredAnswer | None: ...
+
+    async def remember(
+        self,
+        tenant_id: TenantId,
+        operation: str,
+        key: str,
+        certificate_id: CertificateId,
+        withdrawal_id: WithdrawalId,
+    ) -> bool:
+        """Store the answer; False when the key was taken meanwhile (the caller rolls back)."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction. Leaving the block without `commit()` rolls back."""
+
+    certificates: CertificateRepository
+    idempotency: IdempotencyKeys
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, write: bool = False) -> UnitOfWork: ...
+
+
+class CertificateAuthority(Protocol):
+    """The CA port. Every method raises `CaUnavailable` when the CA cannot be reached."""
+
+    async def place_order(self, request: OrderRequest) -> OrderPlaced: ...
+
+    async def request_domain_check(self, order_id: str) -> None: ...
+
+    async def add_domains(self, order_id: str, domains: tuple[str, ...]) -> None: ...
+
+    async def request_withdrawal(self, order_id: str) -> WithdrawalReply: ...
+
+    async def request_revocation(self, order_id: str, reason: str | None) -> None: ...
+
+    async def request_deletion(self, order_id: str) -> None: ...
+
+    async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
+        """For each order id, its decisions after the given sequence number, oldest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A certificate's status changed; subscribers re-read the certificate itself."""
+
+    tenant_id: TenantId
+    certificate_id: CertificateId
+    previous_status: CertificateStatus | None
+    status: CertificateStatus
+    changed_at: datetime
+    version: int
+
+
+class ChangePublisher(Protocol):
+    """Tells subscribers about committed status changes."""
+
+    async def publish(self, changes: Sequence[StatusChange]) -> None: ...

@@ -1,0 +1,97 @@
+"""Domain layer: the typed outcomes of every use case (successes and expected errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.model import Certificate, Withdrawal
+from domain.statuses import CertificateStatus, WithdrawalBlockReason
+
+WITHDRAWAL_SUBMITTED = "Request for canceling the application submitted successfully."
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateChanged:
+    certificate: Certificate
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalSubmitted:
+    certificate: Certificate
+    withdrawal: Withdrawal
+    message: str = WITHDRAWAL_SUBMITTED
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    certificate_id: str
+
+    @property
+    def message(self) -> str:
+        return "No certificate with this id."
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidState:
+    certificate: Certificate
+    allowed: frozenset[CertificateStatus]
+    action: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Cannot {self.action} a certificate in status {self.certificate.status}; "
+            f"allowed in: {', '.join(sorted(self.allowed))}."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalNotAllowed:
+    certificate: Certificate
+    reason: WithdrawalBlockReason
+
+    @property
+    def message(self) -> str:
+        what = (
+            "deletion" if self.reason is WithdrawalBlockReason.DELETION_REQUESTED else "revocation"
+        )
+        return f"A {what} has been submitted for this certificate; it can no longer be withdrawn."
+
+
+@dataclass(frozen=True, slots=True)
+class CaAlreadyApproved:
+    certificate: Certificate
+    withdrawal: Withdrawal
+
+    @property
+    def message(self) -> str:
+        return "The CA had already approved this certificate; the withdrawal failed."
+
+
+@dataclass(frozen=True, slots=True)
+class CaUnreachable:
+    retry_after_seconds: int
+
+    @property
+    def message(self) -> str:
+        return "The certificate authority cannot be reached; nothing was changed. Try again later."
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidInput:
+    field: str
+    message: str
+
+
+CreateResult = CertificateChanged | InvalidInput
+ApplyResult = CertificateChanged | NotFound | InvalidState | InvalidInput | CaUnreachable
+ChangeResult = CertificateChanged | NotFound | InvalidState | InvalidInput | CaUnreachable
+WithdrawResult = (
+    WithdrawalSubmitted
+    | NotFound
+    | InvalidState
+    | WithdrawalNotAllowed
+    | CaAlreadyApproved
+    | CaUnreachable
+    | InvalidInput
+)
