@@ -1,0 +1,1 @@
+"""certgraph GraphQL resolvers."""

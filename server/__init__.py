@@ -1,0 +1,1 @@
+"""certgraph server: ASGI app, CLI, persistence and migrations."""

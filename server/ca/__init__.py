@@ -1,0 +1,1 @@
+"""Server layer: certificate authority adapters behind the domain's CA port."""

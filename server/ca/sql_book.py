@@ -1,0 +1,189 @@
+"""Server layer: the simulated CA's durable order book in its own SQL tables."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.ca import CaDecision, DecisionKind
+from domain.statuses import CertificateType
+from server.ca.orders import Review, SimOrder, Stage
+from server.db import is_sqlite
+from server.persistence.mapping import records_from_json, records_to_json
+from server.persistence.tables import SimCaDecisionRow, SimCaOrderRow, SimCaSettingRow
+
+orders: Table = SimCaOrderRow.__table__  # type: ignore[assignment]
+decisions: Table = SimCaDecisionRow.__table__  # type: ignore[assignment]
+settings: Table = SimCaSettingRow.__table__  # type: ignore[assignment]
+REACHABLE = "reachable"
+
+
+def _order_from_row(row: Any) -> SimOrder:
+    return SimOrder(
+        id=row["id"],
+        reference=row["reference"],
+        type=CertificateType(row["type"]),
+        domains=tuple(row["domains"]),
+        records=records_from_json(row["records"]),
+        stage=Stage(row["stage"]),
+        review=Review(row["review"]),
+        created_at=row["created_at"],
+        suspended_review=Review(row["suspended_review"]),
+        pending_domains=tuple(row["pending_domains"]),
+        review_started_at=row["review_started_at"],
+        issued_at=row["issued_at"],
+        last_seq=row["last_seq"],
+    )
+
+
+def _order_values(order: SimOrder) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "reference": order.reference,
+        "type": order.type.value,
+        "domains": list(order.domains),
+        "records": records_to_json(order.records),
+        "stage": order.stage.value,
+        "review": order.review.value,
+        "suspended_review": order.suspended_review.value,
+        "pending_domains": list(order.pending_domains),
+        "review_started_at": order.review_started_at,
+        "issued_at": order.issued_at,
+        "last_seq": order.last_seq,
+        "created_at": order.created_at,
+    }
+
+
+def _decision_from_row(row: Any) -> CaDecision:
+    return CaDecision(
+        order_id=row["order_id"],
+        seq=row["seq"],
+        kind=DecisionKind(row["kind"]),
+        at=row["at"],
+        issued_at=row["issued_at"],
+        records=records_from_json(row["records"]),
+        message=row["message"],
+    )
+
+
+class SqlOrderBook:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sqlite = is_sqlite(str(engine.url))
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as connection:
+            if self._sqlite:
+                connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
+            async with connection.begin():
+                yield connection
+
+    async def reachable(self) -> bool:
+        async with self._engine.connect() as connection:
+            value = await connection.scalar(
+                select(settings.c.value).where(settings.c.key == REACHABLE)
+            )
+        return value != "0"
+
+    async def set_reachable(self, flag: bool) -> None:
+        async with self._writing() as connection:
+            result = await connection.execute(
+                update(settings)
+                .where(settings.c.key == REACHABLE)
+                .values(value="1" if flag else "0")
+            )
+            if result.rowcount == 0:
+                await connection.execute(
+                    insert(settings).values(key=REACHABLE, value="1" if flag else "0")
+                )
+
+    async def place(self, order: SimOrder) -> SimOrder:
+        try:
+            async with self._writing() as connection:
+                await connection.execute(insert(orders).values(_order_values(order)))
+            return order
+        except IntegrityError:
+            async with self._engine.connect() as connection:
+                row = (
+                    (
+                        await connection.execute(
+                            select(orders).where(orders.c.reference == order.reference)
+                        )
+                    )
+                    .mappings()
+                    .one()
+                )
+            return _order_from_row(row)
+
+    @asynccontextmanager
+    async def locked(self, order_id: str) -> AsyncIterator[SimOrder | None]:
+        async with self._writing() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        select(orders).where(orders.c.id == order_id).with_for_update()
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                yield None
+                return
+            order = _order_from_row(row)
+            yield order
+            values = _order_values(order)
+            del values["id"]
+            await connection.execute(update(orders).where(orders.c.id == order_id).values(values))
+            if order.new_decisions:
+                await connection.execute(
+                    insert(decisions),
+                    [
+                        {
+                            "order_id": d.order_id,
+                            "seq": d.seq,
+                            "kind": d.kind.value,
+                            "at": d.at,
+                            "issued_at": d.issued_at,
+                            "records": records_to_json(d.records),
+                            "message": d.message,
+                        }
+                        for d in order.new_decisions
+                    ],
+                )
+
+    async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
+        found: dict[str, Sequence[CaDecision]] = {}
+        collected: dict[str, list[CaDecision]] = {order_id: [] for order_id in cursors}
+        if not cursors:
+            return found
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(decisions)
+                    .where(decisions.c.order_id.in_(list(cursors)))
+                    .order_by(decisions.c.order_id, decisions.c.seq)
+                )
+            ).mappings()
+            for row in rows:
+                if row["seq"] > cursors[row["order_id"]]:
+                    collected[row["order_id"]].append(_decision_from_row(row))
+        found.update(collected)
+        return found
+
+    async def due_reviews(self, started_before: datetime, limit: int) -> list[str]:
+        async with self._engine.connect() as connection:
+            result = await connection.scalars(
+                select(orders.c.id)
+                .where(orders.c.review_started_at <= started_before)
+                .order_by(orders.c.review_started_at)
+                .limit(limit)
+            )
+            return list(result)

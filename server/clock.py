@@ -1,0 +1,10 @@
+"""Server layer: the wall clock behind the domain's `Clock` port."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)

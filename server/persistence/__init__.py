@@ -1,0 +1,1 @@
+"""Server layer: persistence adapters (SQLAlchemy tables, repositories, unit of work)."""
