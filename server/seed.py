@@ -1,0 +1,157 @@
+"""Server layer: demo and bulk data, made through the real service and the simulated CA."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from domain.model import Certificate, CertificateId, TenantId
+from domain.results import CertificateChanged, WithdrawalSubmitted
+from domain.service import Application, CertificateService, SandboxDecision
+from domain.statuses import CertificateStatus, CertificateType, DomainType, ValidationMethod
+from server.ca.simulated import SimulatedCa
+
+S = CertificateStatus
+BRANDS = ("DigiCert", "GeoTrust", "Let's Encrypt", "Sectigo", "GlobalSign")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How a certificate reaches a status through the public operations only."""
+
+    type: CertificateType
+    domain_type: DomainType
+    steps: tuple[str, ...]
+
+
+RECIPES: dict[CertificateStatus, Recipe] = {
+    S.PENDING_APPLICATION: Recipe(CertificateType.DV, DomainType.SINGLE, ()),
+    S.PENDING_DOMAIN_VERIFICATION: Recipe(CertificateType.DV, DomainType.SINGLE, ("apply",)),
+    S.PENDING_ORGANIZATION_VERIFICATION: Recipe(
+        CertificateType.OV, DomainType.SINGLE, ("apply", "verify", "APPROVE")
+    ),
+    S.CA_VERIFYING_DOMAIN_ADDITION: Recipe(
+        CertificateType.DV, DomainType.MULTIPLE, ("apply", "add")
+    ),
+    S.CA_VERIFYING_WITHDRAWAL: Recipe(CertificateType.DV, DomainType.SINGLE, ("apply", "withdraw")),
+    S.ISSUED: Recipe(CertificateType.DV, DomainType.SINGLE, ("apply", "verify", "APPROVE")),
+    S.REJECTED: Recipe(CertificateType.EV, DomainType.SINGLE, ("apply", "verify", "REJECT")),
+    S.CA_VERIFYING_REVOCATION: Recipe(
+        CertificateType.DV, DomainType.SINGLE, ("apply", "ISSUE", "revoke")
+    ),
+    S.REVOKED: Recipe(
+        CertificateType.DV, DomainType.SINGLE, ("apply", "ISSUE", "revoke", "APPROVE")
+    ),
+    S.CA_VERIFYING_DELETION: Recipe(
+        CertificateType.OV, DomainType.WILDCARD, ("apply", "ISSUE", "delete")
+    ),
+    S.DELETED: Recipe(CertificateType.DV, DomainType.SINGLE, ("delete",)),
+    S.EXPIRED: Recipe(CertificateType.DV, DomainType.SINGLE, ("apply", "ISSUE", "expire")),
+}
+
+
+class SeedError(RuntimeError):
+    pass
+
+
+async def drive_to(
+    service: CertificateService,
+    ca: SimulatedCa,
+    tenant_id: TenantId,
+    status: CertificateStatus,
+    *,
+    name: str,
+    domain: str,
+    brand: str = "DigiCert",
+    present: CertificateService | None = None,
+) -> CertificateId:
+    """Create a certificate and take it to `status` through the service and the CA.
+
+    EXPIRED needs a past: pass a `service` and `ca` whose clock runs years behind, and the
+    `present` service that then finds the certificate expired."""
+    recipe = RECIPES[status]
+    multiple = recipe.domain_type is DomainType.MULTIPLE
+    created = await service.create_certificate(
+        tenant_id,
+        name=name,
+        type=recipe.type,
+        domain_type=recipe.domain_type,
+        brand=brand,
+        domain_quota=5 if multiple else 1,
+        validity_years=1,
+    )
+    if not isinstance(created, CertificateChanged):
+        raise SeedError(f"create: {created}")
+    certificate_id = created.certificate.id
+    for step in recipe.steps:
+        outcome: object
+        if step == "apply":
+            wildcard = recipe.domain_type is DomainType.WILDCARD
+            needs_org = recipe.type is not CertificateType.DV
+            outcome = await service.apply(
+                tenant_id,
+                certificate_id,
+                Application(
+                    domain=f"*.{domain}" if wildcard else domain,
+                    additional_domains=[f"www.{domain}"] if multiple else [],
+                    method=ValidationMethod.DNS,
+                    organization_name="Example Ltd" if needs_org else None,
+                    organization_country="GB" if needs_org else None,
+                ),
+            )
+        elif step == "verify":
+            outcome = await service.verify_domain(tenant_id, certificate_id)
+        elif step == "add":
+            outcome = await service.add_domains(tenant_id, certificate_id, [f"api.{domain}"])
+        elif step == "withdraw":
+            outcome = await service.withdraw(tenant_id, certificate_id)
+        elif step == "revoke":
+            outcome = await service.revoke(tenant_id, certificate_id, "key compromise drill")
+        elif step == "delete":
+            outcome = await service.delete(tenant_id, certificate_id)
+        elif step == "expire":
+            await (present or service).expire([certificate_id])
+            continue
+        else:
+            decision = SandboxDecision(step)
+            checked = await service.check_sandbox_decision(tenant_id, certificate_id, decision)
+            if not isinstance(checked, Certificate) or checked.ca_order_id is None:
+                raise SeedError(f"{step}: {checked}")
+            if not await ca.decide(checked.ca_order_id, decision):
+                raise SeedError(f"{step}: nothing under review")
+            await service.sync_with_ca([certificate_id])
+            continue
+        if not isinstance(outcome, CertificateChanged | WithdrawalSubmitted):
+            raise SeedError(f"{step}: {outcome}")
+    return certificate_id
+
+
+def demo_plan(count_per_status: int = 1) -> list[tuple[CertificateStatus, str, str]]:
+    """(status, name, domain) for a demo set with every status."""
+    plan = []
+    for status in CertificateStatus:
+        slug = status.value.lower().replace("_", "-")
+        for n in range(count_per_status):
+            suffix = f"-{n + 1}" if count_per_status > 1 else ""
+            plan.append((status, f"{status.label}{suffix}", f"{slug}{suffix}.example.com"))
+    return plan
+
+
+def bulk_plan(count: int, seed: int = 7) -> list[tuple[CertificateStatus, str, str]]:
+    rng = random.Random(seed)
+    statuses = list(CertificateStatus)
+    return [
+        (rng.choice(statuses), f"cert-{n:07d}", f"host{n}.bulk{n % 97}.example.org")
+        for n in range(count)
+    ]
+
+
+class ShiftedClock:
+    """A clock running `offset` from the wall clock: demo data with a past (EXPIRED)."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self._offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset

@@ -1,0 +1,80 @@
+"""Fixtures for server-layer tests: the real service stack over a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.model import Certificate, CertificateId, TenantId
+from domain.ports import Clock
+from domain.service import CertificateService
+from server.broker import Broker
+from server.ca.simulated import SimulatedCa
+from server.ca.sql_book import SqlOrderBook
+from server.clock import SystemClock
+from server.db import create_engine
+from server.migrate import upgrade
+from server.persistence.tenants import TenantStore
+from server.persistence.unit_of_work import SqlUnitOfWorkFactory
+from server.worker import CaWorker
+
+
+@dataclass
+class Stack:
+    engine: AsyncEngine
+    service: CertificateService
+    ca: SimulatedCa
+    broker: Broker
+    worker: CaWorker
+    tenant: TenantId
+    other_tenant: TenantId
+    uow: SqlUnitOfWorkFactory
+
+    async def load(self, certificate_id: str) -> Certificate:
+        async with self.uow() as uow:
+            certificate = await uow.certificates.get_any_tenant(CertificateId(certificate_id))
+        assert certificate is not None
+        return certificate
+
+
+async def build_stack(
+    url: str, clock: Clock | None = None, engine: AsyncEngine | None = None
+) -> Stack:
+    clock = clock or SystemClock()
+    engine = engine or create_engine(url)
+    ca = SimulatedCa(SqlOrderBook(engine), clock.now, auto_decide_seconds=0)
+    broker = Broker()
+    uow = SqlUnitOfWorkFactory(engine, clock.now)
+    service = CertificateService(uow, ca, clock, broker)
+    tenants = TenantStore(engine)
+    acme = await tenants.ensure_tenant("acme")
+    globex = await tenants.ensure_tenant("globex")
+    worker = CaWorker(engine, service, clock, poll_seconds=0.05)
+    return Stack(engine, service, ca, broker, worker, acme.id, globex.id, uow)
+
+
+@pytest.fixture
+async def stack(db_url: str) -> AsyncIterator[Stack]:
+    """The service over each real database (SQLite file and PostgreSQL)."""
+    built = await build_stack(db_url)
+    yield built
+    await built.engine.dispose()
+
+
+@pytest.fixture
+async def migrated_sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'certgraph.db'}"
+    await upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def sqlite_stack(migrated_sqlite_url: str) -> AsyncIterator[Stack]:
+    """The service over a real SQLite file, for the many behaviour tests."""
+    built = await build_stack(migrated_sqlite_url)
+    yield built
+    await built.engine.dispose()
