@@ -44,7 +44,7 @@ test: install browser-deps
 
 run: install
 	$(RUN_ENV) $(BIN)/certgraph migrate && \
-	$(RUN_ENV) $(BIN)/certgraph seed --demo && \
+	$(RUN_ENV) $(BIN)/certgraph seed && \
 	$(RUN_ENV) $(BIN)/certgraph serve --host 127.0.0.1 --port 8000
 
 # Browser tests drive Debian's chromium (/usr/bin/chromium) through Playwright;

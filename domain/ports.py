@@ -61,8 +61,11 @@ class IdempotencyKeys(Protocol):
 class UnitOfWork(Protocol):
     """One transaction. Leaving the block without `commit()` rolls back."""
 
-    certificates: CertificateRepository
-    idempotency: IdempotencyKeys
+    @property
+    def certificates(self) -> CertificateRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyKeys: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

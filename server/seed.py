@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
 
 from domain.model import Certificate, CertificateId, TenantId
 from domain.results import CertificateChanged, WithdrawalSubmitted
 from domain.service import Application, CertificateService, SandboxDecision
 from domain.statuses import CertificateStatus, CertificateType, DomainType, ValidationMethod
 from server.ca.simulated import SimulatedCa
+from server.container import Container
+from server.persistence.mapping import certificates
+from server.persistence.unit_of_work import SqlUnitOfWorkFactory
 
 S = CertificateStatus
 BRANDS = ("DigiCert", "GeoTrust", "Let's Encrypt", "Sectigo", "GlobalSign")
@@ -155,3 +161,48 @@ class ShiftedClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset
+
+
+async def seed(
+    container: Container,
+    *,
+    tenant_name: str,
+    count: int | None,
+    advance: Callable[[int], None] = lambda _: None,
+) -> int:
+    """Seed `count` certificates (random statuses), or the demo set when `count` is None.
+
+    The demo set is added once per tenant: a tenant that has certificates is left alone, so
+    `make run` can seed on every start. Returns how many certificates were made."""
+    assert container.sim_ca is not None, "seeding drives the simulated CA"
+    tenant = await container.tenants.ensure_tenant(tenant_name)
+    if count is None:
+        async with container.engine.connect() as connection:
+            existing = await connection.scalar(
+                select(func.count()).where(certificates.c.tenant_id == tenant.id)
+            )
+        if existing:
+            return 0
+    plan = demo_plan(2) if count is None else bulk_plan(count)
+    past_clock = ShiftedClock(timedelta(days=-800))
+    past_ca = SimulatedCa(container.sim_ca.book, past_clock.now)
+    past = CertificateService(
+        SqlUnitOfWorkFactory(container.engine, past_clock.now),
+        past_ca,
+        past_clock,
+        container.broker,
+    )
+    for number, (status, name, domain) in enumerate(plan):
+        expired = status is S.EXPIRED
+        await drive_to(
+            past if expired else container.service,
+            past_ca if expired else container.sim_ca,
+            tenant.id,
+            status,
+            name=name,
+            domain=domain,
+            brand=BRANDS[number % len(BRANDS)],
+            present=container.service,
+        )
+        advance(1)
+    return len(plan)

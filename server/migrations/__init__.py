@@ -1,0 +1,1 @@
+"""Server layer: the Alembic migration scripts (configured from code by server.migrate)."""

@@ -1,0 +1,1 @@
+"""Server layer: the Alembic revisions, oldest first."""

@@ -1,0 +1,111 @@
+"""Server layer: tenants and the API tokens that name them (only tokens' hashes are stored)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.model import TenantId, new_id
+from server.persistence.tables import ApiTokenRow, Base, TenantRow
+
+# Through the metadata rather than `Row.__table__`, which is typed as a bare FromClause.
+tenants = Base.metadata.tables[TenantRow.__tablename__]
+api_tokens = Base.metadata.tables[ApiTokenRow.__tablename__]
+
+TOKEN_PREFIX = "cg_"
+MAX_TENANT_NAME = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: TenantId
+    name: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_name(name: str) -> None:
+    if not name.strip() or len(name) > MAX_TENANT_NAME:
+        raise ValueError(f"A tenant name is 1 to {MAX_TENANT_NAME} characters and not blank.")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TenantStore:
+    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime] = _utc_now) -> None:
+        self._engine = engine
+        # Writers take SQLite's write lock up front (see server.db); other backends ignore it.
+        self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._now = now
+
+    async def ensure_tenant(self, name: str) -> Tenant:
+        """The tenant called `name`, created if there is none yet."""
+        _check_name(name)
+        try:
+            async with self._writer.begin() as connection:
+                return await self._ensure_tenant(connection, name)
+        except IntegrityError:
+            # Another process created it between our look-up and our insert.
+            async with self._engine.connect() as connection:
+                tenant = await self._find(connection, name)
+            assert tenant is not None
+            return tenant
+
+    async def create_token(self, tenant_name: str) -> str:
+        """A new token for the tenant (created if missing); it cannot be read back later."""
+        _check_name(tenant_name)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        async with self._writer.begin() as connection:
+            tenant = await self._ensure_tenant(connection, tenant_name)
+            await connection.execute(
+                insert(api_tokens).values(
+                    id=new_id(),
+                    tenant_id=tenant.id,
+                    token_hash=hash_token(token),
+                    created_at=self._now(),
+                )
+            )
+        return token
+
+    async def tenant_for_token(self, token: str) -> Tenant | None:
+        # Looked up by its hash: timing can reveal at most a prefix of a hash, never of a token.
+        query = (
+            select(tenants.c.id, tenants.c.name)
+            .join(api_tokens, api_tokens.c.tenant_id == tenants.c.id)
+            .where(api_tokens.c.token_hash == hash_token(token))
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        return None if row is None else Tenant(TenantId(row.id), row.name)
+
+    async def get(self, tenant_id: TenantId) -> Tenant | None:
+        query = select(tenants.c.id, tenants.c.name).where(tenants.c.id == tenant_id)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        return None if row is None else Tenant(TenantId(row.id), row.name)
+
+    async def _ensure_tenant(self, connection: AsyncConnection, name: str) -> Tenant:
+        tenant = await self._find(connection, name)
+        if tenant is not None:
+            return tenant
+        tenant = Tenant(TenantId(new_id()), name)
+        await connection.execute(
+            insert(tenants).values(id=tenant.id, name=tenant.name, created_at=self._now())
+        )
+        return tenant
+
+    async def _find(self, connection: AsyncConnection, name: str) -> Tenant | None:
+        query = select(tenants.c.id).where(tenants.c.name == name)
+        tenant_id = (await connection.execute(query)).scalar_one_or_none()
+        return None if tenant_id is None else Tenant(TenantId(tenant_id), name)

@@ -1,0 +1,69 @@
+"""Shared fixtures: fresh databases (a SQLite file per test, the PostgreSQL `test` database)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url
+
+from server.migrate import upgrade
+
+PG_URL = os.environ.get(
+    "CERTGRAPH_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+# Both backends; PostgreSQL tests fail (never skip) when the server is unreachable.
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file that does not exist yet (no schema)."""
+    return _sqlite_url_in(tmp_path)
+
+
+@pytest.fixture
+async def pg_url() -> str:
+    """The PostgreSQL test database with an empty `public` schema (no tables)."""
+    return await _empty_postgres()
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend, with no schema."""
+    if request.param == "sqlite":
+        return _sqlite_url_in(tmp_path)
+    return await _empty_postgres()
+
+
+@pytest.fixture
+async def db_url(empty_db_url: str) -> str:
+    """Each backend, migrated to the latest revision."""
+    await upgrade(empty_db_url)
+    return empty_db_url
+
+
+def _sqlite_url_in(directory: Path) -> str:
+    return f"sqlite+aiosqlite:///{directory / 'certgraph.db'}"
+
+
+async def _empty_postgres() -> str:
+    # Tests run one at a time, so one database with its schema reset per test isolates them.
+    dsn = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        # A connection a previous test leaked would block the DROP: fail loudly instead.
+        await connection.execute("SET lock_timeout = '10s'")
+        await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+    return PG_URL

@@ -1,0 +1,52 @@
+"""Test helpers: waiting on a condition with a deadline, and running the `certgraph` CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+CERTGRAPH = str(Path(sys.executable).parent / "certgraph")
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float = 30.0, interval: float = 0.05, what: str
+) -> None:
+    """Poll `condition` until it holds; fail the test once `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cli_env(database_url: str, **settings: str) -> dict[str, str]:
+    """The environment for a CLI run: this one, minus any stray CERTGRAPH_* settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CERTGRAPH_")}
+    env["CERTGRAPH_DATABASE_URL"] = database_url
+    env.update({f"CERTGRAPH_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+def run_cli(
+    *args: str, database_url: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CERTGRAPH, *args],
+        env=cli_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
