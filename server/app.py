@@ -1,0 +1,80 @@
+"""Server layer: the ASGI application, the one composition root (`create_app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from server.container import Container
+from server.graphql_app import graphql_routes
+from server.metrics import HttpMetrics, MetricsMiddleware
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A readiness probe that hangs is as bad as one that fails: answer within this.
+READY_TIMEOUT_SECONDS = 3.0
+
+
+def create_app(settings: Settings) -> Starlette:
+    container = Container(settings)
+    metrics = HttpMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await container.start()
+        try:
+            yield
+        finally:
+            await container.close()
+
+    app = Starlette(
+        routes=routes(container, metrics),
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Zero-argument factory for uvicorn (`server.app:app_from_env`, factory=True)."""
+    return create_app(Settings())
+
+
+def routes(container: Container, metrics: HttpMetrics) -> list[BaseRoute]:
+    """Every route the service answers; `/healthz`, `/readyz` and `/metrics` need no token."""
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readiness_probe(container.engine), methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        *graphql_routes(container),
+    ]
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def readiness_probe(engine: AsyncEngine) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS), engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:
+            # The reason goes to the log, never to an unauthenticated caller.
+            log.warning("readiness check failed: the database is unreachable", exc_info=True)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return readyz
