@@ -1,0 +1,117 @@
+"""Resolver layer: the typed context every resolver reads, and its per-request DataLoaders."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from graphql import GraphQLError
+from strawberry.dataloader import DataLoader
+
+from domain.model import Certificate, CertificateEvent, TenantId, Withdrawal
+from domain.ports import StatusChange
+from domain.service import CertificateService, SandboxDecision
+from resolvers.reading import CertificateReader
+
+
+class ChangeFeed(Protocol):
+    """Committed status changes, per tenant (the server's broker)."""
+
+    def subscribe(
+        self, tenant_id: TenantId
+    ) -> AbstractAsyncContextManager[AsyncIterable[StatusChange]]: ...
+
+
+class SandboxCa(Protocol):
+    """The controls of the simulated CA that the sandbox mutations drive."""
+
+    async def decide(self, order_id: str, decision: SandboxDecision) -> bool:
+        """False when the CA has nothing under review to decide on."""
+        ...
+
+    async def set_reachable(self, flag: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the API talks to; one per process, shared by every request."""
+
+    certificates: CertificateService
+    reader: CertificateReader
+    changes: ChangeFeed
+    sandbox: SandboxCa | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the tenant the bearer token names."""
+
+    tenant_id: TenantId
+    tenant_name: str
+
+
+class Loaders:
+    """Batching loaders of one tenant's data.
+
+    Over HTTP they live for one request and cache. A WebSocket context lives as long as the
+    connection, so there they only batch (`cache=False`): each load reads fresh data.
+    """
+
+    def __init__(self, reader: CertificateReader, tenant_id: TenantId, *, cache: bool) -> None:
+        self._reader = reader
+        self._tenant_id = tenant_id
+        self.certificate = DataLoader[str, Certificate | None](
+            load_fn=self._load_certificates, cache=cache
+        )
+        self.withdrawal = DataLoader[str, Withdrawal | None](
+            load_fn=self._load_withdrawals, cache=cache
+        )
+        self.events = DataLoader[str, Sequence[CertificateEvent]](
+            load_fn=self._load_events, cache=cache
+        )
+
+    async def _load_certificates(self, ids: list[str]) -> list[Certificate | None]:
+        found = await self._reader.certificates(self._tenant_id, ids)
+        return [found.get(i) for i in ids]
+
+    async def _load_withdrawals(self, ids: list[str]) -> list[Withdrawal | None]:
+        found = await self._reader.withdrawals(self._tenant_id, ids)
+        return [found.get(i) for i in ids]
+
+    async def _load_events(self, ids: list[str]) -> list[Sequence[CertificateEvent]]:
+        found = await self._reader.events(self._tenant_id, ids)
+        return [found.get(i, ()) for i in ids]
+
+    def prime_certificates(self, certificates: Sequence[Certificate]) -> None:
+        """Certificates just read need no second read (`Withdrawal.certificate`)."""
+        self.certificate.prime_many({c.id: c for c in certificates})
+
+
+@dataclass(slots=True)
+class Context:
+    """Per HTTP request, or per WebSocket connection (the caller is then set on connect)."""
+
+    services: Services
+    caller: Caller | None = None
+    cache_loads: bool = True
+    # Set by Strawberry from a WebSocket `connection_init` payload.
+    connection_params: dict[str, object] | None = None
+    _loaders: Loaders | None = field(default=None, repr=False)
+
+    def require_caller(self) -> Caller:
+        if self.caller is None:
+            # The transports authenticate before any operation runs; this is a bug guard.
+            raise GraphQLError("Not authenticated.", extensions={"code": "UNAUTHENTICATED"})
+        return self.caller
+
+    @property
+    def tenant_id(self) -> TenantId:
+        return self.require_caller().tenant_id
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.services.reader, self.tenant_id, cache=self.cache_loads)
+        return self._loaders

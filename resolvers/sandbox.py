@@ -1,0 +1,106 @@
+"""Resolver layer: the sandbox mutations that drive the simulated CA (sandbox mode only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, assert_never
+
+import strawberry
+
+from domain import results
+from domain.model import Certificate as CertificateModel
+from domain.service import SANDBOX_STATUSES
+from resolvers import fields
+from resolvers.context import Context, SandboxCa
+from resolvers.enums import CertificateStatus, SandboxDecision
+from resolvers.errors import CertificateNotFoundError, InvalidCertificateStateError
+from resolvers.ids import CERTIFICATE, local_id
+from resolvers.types import Certificate
+
+
+@strawberry.input
+class SandboxCaDecideInput:
+    certificate_id: strawberry.ID
+    decision: SandboxDecision
+
+
+@strawberry.type
+class SandboxCaDecideSuccess:
+    certificate: Certificate = strawberry.field(
+        description="The certificate as this service knows it; it catches up with the CA's "
+        "decision asynchronously, as with a real CA."
+    )
+
+
+SandboxCaDecideResult = Annotated[
+    SandboxCaDecideSuccess | CertificateNotFoundError | InvalidCertificateStateError,
+    strawberry.union("SandboxCaDecideResult"),
+]
+
+
+@strawberry.input
+class SandboxSetCaReachableInput:
+    reachable: bool
+
+
+@strawberry.type
+class SandboxSetCaReachableSuccess:
+    reachable: bool = strawberry.field(
+        description="Whether the simulated CA now answers; while false every call to it fails "
+        "as if the network were down."
+    )
+
+
+def _simulated_ca(context: Context) -> SandboxCa:
+    # The schema has these mutations only when the server runs the simulated CA.
+    sandbox = context.services.sandbox
+    if sandbox is None:
+        raise RuntimeError("the sandbox mutations need the simulated CA")
+    return sandbox
+
+
+@strawberry.type
+class SandboxMutation:
+    @fields.mutation(
+        description="Sandbox only: the simulated CA decides now on what it is reviewing."
+    )
+    async def sandbox_ca_decide(
+        self, info: strawberry.Info[Context, None], input: SandboxCaDecideInput
+    ) -> SandboxCaDecideResult:
+        context = info.context
+        certificate_id = local_id(input.certificate_id, CERTIFICATE)
+        if certificate_id is None:
+            return CertificateNotFoundError.for_id(input.certificate_id)
+        checked = await context.services.certificates.check_sandbox_decision(
+            context.tenant_id, certificate_id, input.decision
+        )
+        match checked:
+            case CertificateModel(ca_order_id=str(order_id)):
+                if await _simulated_ca(context).decide(order_id, input.decision):
+                    return SandboxCaDecideSuccess(certificate=Certificate.from_model(checked))
+                # The CA's view is ahead of ours (it decided already): nothing to decide now.
+                return InvalidCertificateStateError(
+                    message="The simulated CA holds nothing to decide on for this certificate "
+                    "now; it may have decided already.",
+                    certificate=Certificate.from_model(checked),
+                    current_status=checked.status,
+                    allowed_statuses=[
+                        s for s in CertificateStatus if s in SANDBOX_STATUSES[input.decision]
+                    ],
+                )
+            case CertificateModel():
+                raise RuntimeError("check_sandbox_decision passed a certificate without an order")
+            case results.NotFound():
+                return CertificateNotFoundError.for_id(input.certificate_id)
+            case results.InvalidState():
+                return InvalidCertificateStateError.from_outcome(checked)
+            case _:
+                assert_never(checked)
+
+    @fields.mutation(
+        description="Sandbox only: make the simulated CA unreachable (or reachable again)."
+    )
+    async def sandbox_set_ca_reachable(
+        self, info: strawberry.Info[Context, None], input: SandboxSetCaReachableInput
+    ) -> SandboxSetCaReachableSuccess:
+        await _simulated_ca(info.context).set_reachable(input.reachable)
+        return SandboxSetCaReachableSuccess(reachable=input.reachable)

@@ -1,0 +1,216 @@
+"""Server layer: the API's read side over SQL (keyset pages, counts, batch loads).
+
+Implements `resolvers.reading.CertificateReader` with SQLAlchemy Core. Every call reads on a
+connection of its own, so concurrent resolvers never share one.
+
+Keyset paging: a page is "the `limit` certificates after position P" in the order
+(sort key, id), with nulls last in both directions. The bound on (key, id) is a row-value
+comparison, which both SQLite and PostgreSQL answer from the (tenant_id, key, id) indexes:
+page 1,000 costs what page 1 costs.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    Select,
+    UnaryExpression,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain import lifecycle
+from domain.model import Certificate, CertificateEvent, TenantId, Withdrawal
+from domain.statuses import CertificateStatus
+from resolvers.reading import (
+    NULLABLE_FIELDS,
+    CertificateFilter,
+    Ordering,
+    Page,
+    PageRequest,
+    Position,
+    SortField,
+)
+from server.persistence.mapping import (
+    certificate_from_row,
+    certificates,
+    event_from_row,
+    events,
+    withdrawal_from_row,
+    withdrawals,
+)
+from server.persistence.repository import certificate_select
+
+SORT_COLUMNS = {
+    SortField.CREATED_AT: certificates.c.created_at,
+    SortField.UPDATED_AT: certificates.c.updated_at,
+    SortField.EXPIRES_AT: certificates.c.expires_at,
+    SortField.DOMAIN: certificates.c.domain,
+    SortField.NAME: certificates.c.name,
+}
+
+Compare = Callable[[Any, Any], ColumnElement[bool]]
+
+
+def filter_clauses(tenant_id: TenantId, where: CertificateFilter) -> list[ColumnElement[bool]]:
+    status = certificates.c.status
+    clauses = [certificates.c.tenant_id == tenant_id]
+    if where.statuses is None or CertificateStatus.DELETED not in where.statuses:
+        clauses.append(status != CertificateStatus.DELETED.value)
+    if where.statuses is not None:
+        clauses.append(status.in_(sorted(s.value for s in where.statuses)))
+    if where.withdrawable is not None:
+        withdrawable = sorted(s.value for s in lifecycle.WITHDRAWABLE)
+        clauses.append(
+            status.in_(withdrawable) if where.withdrawable else status.not_in(withdrawable)
+        )
+    if where.types is not None:
+        clauses.append(certificates.c.type.in_(sorted(t.value for t in where.types)))
+    if where.search:
+        # `search_text` is stored lower-cased; autoescape makes % and _ literal.
+        clauses.append(certificates.c.search_text.contains(where.search.lower(), autoescape=True))
+    return clauses
+
+
+def _beyond(field: SortField, position: Position, forwards: bool) -> ColumnElement[bool]:
+    """Rows strictly beyond `position` when reading in direction `forwards` (True = ASC).
+
+    Nulls sort last: beyond a non-null key lie the larger keys and every null; beyond a null
+    key lie only nulls with a larger id. Reading the other way mirrors both.
+    """
+    column = SORT_COLUMNS[field]
+    id_column = certificates.c.id
+    later: Compare = operator.gt if forwards else operator.lt
+    key = bindparam(None, position.key, type_=column.type)
+    row_beyond = later(tuple_(column, id_column), tuple_(key, bindparam(None, position.id)))
+    if field not in NULLABLE_FIELDS:
+        return row_beyond
+    if position.key is None:
+        return and_(column.is_(None), later(id_column, position.id))
+    return or_(row_beyond, column.is_(None))
+
+
+def _before(field: SortField, position: Position, forwards: bool) -> ColumnElement[bool]:
+    """Rows strictly before `position` in the order read in direction `forwards`."""
+    column = SORT_COLUMNS[field]
+    id_column = certificates.c.id
+    earlier: Compare = operator.lt if forwards else operator.gt
+    key = bindparam(None, position.key, type_=column.type)
+    row_before = earlier(tuple_(column, id_column), tuple_(key, bindparam(None, position.id)))
+    if field not in NULLABLE_FIELDS:
+        return row_before
+    if position.key is None:
+        return or_(column.is_not(None), earlier(id_column, position.id))
+    return row_before
+
+
+def order_clauses(field: SortField, ascending: bool, *, nulls_first: bool) -> list[Any]:
+    column = SORT_COLUMNS[field]
+    id_column = certificates.c.id
+    key: UnaryExpression[Any] = column.asc() if ascending else column.desc()
+    if field in NULLABLE_FIELDS:
+        key = key.nulls_first() if nulls_first else key.nulls_last()
+    return [key, id_column.asc() if ascending else id_column.desc()]
+
+
+def page_query(
+    tenant_id: TenantId, where: CertificateFilter, ordering: Ordering, request: PageRequest
+) -> Select[Any]:
+    forwards = not ordering.descending
+    clauses = filter_clauses(tenant_id, where)
+    if request.after is not None:
+        clauses.append(_beyond(ordering.field, request.after, forwards))
+    if request.before is not None:
+        clauses.append(_before(ordering.field, request.before, forwards))
+    # Read from the end: the whole order reversed (so nulls first); the reader flips the page.
+    order = (
+        order_clauses(ordering.field, not forwards, nulls_first=True)
+        if request.from_end
+        else order_clauses(ordering.field, forwards, nulls_first=False)
+    )
+    # One row beyond the page tells whether there is more.
+    return certificate_select().where(*clauses).order_by(*order).limit(request.limit + 1)
+
+
+class SqlCertificateReader:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def _rows(self, query: Select[Any]) -> Sequence[RowMapping]:
+        async with self._engine.connect() as connection:
+            rows: Sequence[RowMapping] = (await connection.execute(query)).mappings().all()
+        return rows
+
+    async def page(
+        self,
+        tenant_id: TenantId,
+        where: CertificateFilter,
+        ordering: Ordering,
+        request: PageRequest,
+    ) -> Page:
+        rows = await self._rows(page_query(tenant_id, where, ordering, request))
+        found = [certificate_from_row(row) for row in rows[: request.limit]]
+        if request.from_end:
+            found.reverse()
+        return Page(certificates=found, has_more=len(rows) > request.limit)
+
+    async def count(self, tenant_id: TenantId, where: CertificateFilter) -> int:
+        query = (
+            select(func.count()).select_from(certificates).where(*filter_clauses(tenant_id, where))
+        )
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+    async def certificates(
+        self, tenant_id: TenantId, ids: Sequence[str]
+    ) -> Mapping[str, Certificate]:
+        if not ids:
+            return {}
+        rows = await self._rows(
+            certificate_select().where(
+                certificates.c.tenant_id == tenant_id, certificates.c.id.in_(sorted(set(ids)))
+            )
+        )
+        return {row["id"]: certificate_from_row(row) for row in rows}
+
+    async def withdrawals(
+        self, tenant_id: TenantId, ids: Sequence[str]
+    ) -> Mapping[str, Withdrawal]:
+        if not ids:
+            return {}
+        rows = await self._rows(
+            select(withdrawals)
+            .join(certificates, certificates.c.id == withdrawals.c.certificate_id)
+            .where(certificates.c.tenant_id == tenant_id, withdrawals.c.id.in_(sorted(set(ids))))
+        )
+        loaded = (withdrawal_from_row(row) for row in rows)
+        return {w.id: w for w in loaded if w is not None}
+
+    async def events(
+        self, tenant_id: TenantId, certificate_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[CertificateEvent]]:
+        if not certificate_ids:
+            return {}
+        rows = await self._rows(
+            select(events)
+            .join(certificates, certificates.c.id == events.c.certificate_id)
+            .where(
+                certificates.c.tenant_id == tenant_id,
+                events.c.certificate_id.in_(sorted(set(certificate_ids))),
+            )
+            .order_by(events.c.certificate_id, events.c.version)
+        )
+        history: dict[str, list[CertificateEvent]] = {}
+        for row in rows:
+            history.setdefault(row["certificate_id"], []).append(event_from_row(row))
+        return history

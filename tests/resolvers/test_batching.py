@@ -1,0 +1,83 @@
+"""No N+1: the SQL a page costs does not grow with the page size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.resolvers.conftest import Api, at, insert_certificate
+
+EVERY_FIELD = """
+query Everything($first: Int!) {
+  certificates(first: $first) {
+    totalCount
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    nodes { id }
+    edges {
+      cursor
+      node {
+        id name type domainType brand domain additionalDomains status statusLabel
+        availableActions version createdAt updatedAt issuedAt expiresAt
+        domainValidation { method records { name type value } verifiedAt }
+        organization { name country verifiedAt }
+        lastWithdrawal {
+          id status failureReason previousStatus requestedAt resolvedAt
+          certificate { id status events { id kind } }
+        }
+        events { id kind fromStatus toStatus at message }
+      }
+    }
+  }
+}
+"""
+
+
+@contextmanager
+def counting_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_page_with_every_field_costs_the_same_sql_for_10_and_100(
+    still_api: Api,
+) -> None:
+    api = still_api  # no background worker adding statements of its own
+    engine = api.container.engine
+    for i in range(120):
+        await insert_certificate(
+            engine,
+            api.acme.tenant_id,
+            name=f"web-{i}",
+            domain=f"web-{i}.example.com",
+            created_at=at(i),
+            status="CA_VERIFYING_WITHDRAWAL",
+            withdrawn=True,
+        )
+
+    counts: dict[int, list[str]] = {}
+    for size in (10, 100):
+        with counting_statements(engine) as statements:
+            data = await api.data(EVERY_FIELD, {"first": size})
+        page = data["certificates"]
+        assert len(page["edges"]) == size
+        assert all(len(e["node"]["events"]) == 3 for e in page["edges"])
+        assert all(e["node"]["lastWithdrawal"]["status"] == "PENDING" for e in page["edges"])
+        counts[size] = statements
+
+    assert len(counts[10]) == len(counts[100]), (counts[10], counts[100])
+    selects = [s for s in counts[100] if s.lstrip().upper().startswith("SELECT")]
+    # The page, its count, and one batch of events (the withdrawals' certificates are the
+    # page's own, already loaded).
+    assert len(selects) == 3, selects
