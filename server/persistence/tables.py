@@ -205,3 +205,17 @@ class SimCaSettingRow(Base):
 
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+class SimCaRequestRow(Base):
+    """Each request the simulated CA answered, by its idempotency key: a retried call with the
+    same key gets the stored answer and changes nothing (`calls` counts the attempts)."""
+
+    __tablename__ = "simca_requests"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(32), index=True)
+    operation: Mapped[str] = mapped_column(String(32))
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    calls: Mapped[int]
+    created_at: Mapped[datetime]
