@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
+from starlette.staticfiles import StaticFiles
 
 from server.container import Container
 from server.graphql_app import graphql_routes
@@ -21,6 +23,9 @@ from server.metrics import HttpMetrics, MetricsMiddleware
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The web console: static files, served at `/` after every other route.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # A readiness probe that hangs is as bad as one that fails: answer within this.
 READY_TIMEOUT_SECONDS = 3.0
@@ -53,12 +58,20 @@ def app_from_env() -> Starlette:
 
 
 def routes(container: Container, metrics: HttpMetrics) -> list[BaseRoute]:
-    """Every route the service answers; `/healthz`, `/readyz` and `/metrics` need no token."""
+    """Every route the service answers; `/healthz`, `/readyz`, `/metrics` and the console's
+    static files (served at `/`, after every other route) need no token."""
+    console = StaticFiles(directory=STATIC_DIR, html=True)
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readiness_probe(container.engine), methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         *graphql_routes(container),
+        # One route per console file rather than a mount at `/`: any other path stays
+        # unmatched, a 404 counted under `<unmatched>` in the metrics.
+        *(
+            Route(path, console, methods=["GET", "HEAD"])
+            for path in ["/", *(f"/{file.name}" for file in sorted(STATIC_DIR.iterdir()))]
+        ),
     ]
 
 
