@@ -14,15 +14,17 @@ PYTEST_ARGS ?=
 RUN_ENV := CERTGRAPH_ENV=development CERTGRAPH_AUTH=off CERTGRAPH_SANDBOX=1 \
 	CERTGRAPH_CA_AUTO_DECIDE_SECONDS=5
 
-.PHONY: help install lint test run lock browser-deps clean
+.PHONY: help install lint test run lock browser-deps pebble-deps bench bench-deps clean
 
 help:
 	@echo "make install       create .venv and install certgraph[dev] pinned by constraints.txt"
 	@echo "make lint          ruff check + ruff format --check + mypy --strict"
-	@echo "make test          install, browser-deps, lint, then pytest (PYTEST_ARGS=...)"
+	@echo "make test          install, browser-deps, pebble-deps, lint, then pytest (PYTEST_ARGS=...)"
 	@echo "make run           migrate, seed demo data and serve on 127.0.0.1:8000"
 	@echo "make lock          regenerate constraints.txt from a fresh, unconstrained resolve"
 	@echo "make browser-deps  install Debian's chromium for the browser tests if missing"
+	@echo "make pebble-deps   install Debian's pebble (ACME test server) for the ACME tests if missing"
+	@echo "make bench         seed, serve and load certgraph and the floor; print the table (BENCH_ARGS=...)"
 	@echo "make clean         remove the venv, caches and build output"
 
 install: $(STAMP)
@@ -38,7 +40,7 @@ lint: install
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
-test: install browser-deps
+test: install browser-deps pebble-deps
 	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -46,6 +48,11 @@ run: install
 	$(RUN_ENV) $(BIN)/certgraph migrate && \
 	$(RUN_ENV) $(BIN)/certgraph seed && \
 	$(RUN_ENV) $(BIN)/certgraph serve --host 127.0.0.1 --port 8000
+
+# The ACME tests (tests/acme) run Let's Encrypt's Pebble and pebble-challtestsrv.
+pebble-deps:
+	@command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y pebble)
 
 # Browser tests drive Debian's chromium (/usr/bin/chromium) through Playwright;
 # Playwright's own browser download does not work on these machines.
@@ -55,15 +62,28 @@ browser-deps:
 
 # Resolve the newest versions allowed by pyproject.toml in a throwaway venv and
 # pin every installed distribution (runtime + dev) with ==.
+# Benchmarks (bench/README.md): seeds its own data, starts certgraph and the floor on loopback,
+# drives them with wrk and prints the table; e.g. BENCH_ARGS="--certs 1000000 --duration 20".
+bench: install bench-deps
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-deps: $(VENV)/.bench-installed
+	@command -v wrk >/dev/null 2>&1 || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk)
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	touch $@
+
 lock:
 	@set -euo pipefail; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
-	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[dev]'; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[dev,bench]'; \
 	{ \
 	  echo "# Exact pins of every package in certgraph's dependency tree (runtime + [dev])."; \
-	  echo "# Produced by \`make lock\`: a fresh Python 3.11 venv, \`pip install -e '.[dev]'\` with"; \
+	  echo "# Produced by \`make lock\`: a fresh Python 3.11 venv, \`pip install -e '.[dev,bench]'\` with"; \
 	  echo "# no constraints (newest versions pip resolves), then \`pip freeze --exclude-editable\`."; \
 	  echo "# Regenerate with \`make lock\` after changing dependencies in pyproject.toml;"; \
 	  echo "# \`make install\` installs with \`pip install -c constraints.txt -e '.[dev]'\`."; \

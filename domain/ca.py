@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from domain.model import DnsRecord
+from domain.model import CertificateDocument, DnsRecord
 from domain.statuses import CertificateType, ValidationMethod
 
 
@@ -38,6 +38,8 @@ class OrderRequest:
     method: ValidationMethod
     organization_name: str | None = None
     organization_country: str | None = None
+    # What the applicant asked for; a CA may issue for less (ACME CAs decide the lifetime).
+    validity_years: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,8 @@ class WithdrawalAnswer(StrEnum):
 class WithdrawalReply:
     answer: WithdrawalAnswer
     issued_at: datetime | None = None
+    # With ALREADY_ISSUED: the certificate the CA issued, when it has it at hand.
+    document: CertificateDocument | None = None
 
 
 class DecisionKind(StrEnum):
@@ -90,3 +94,5 @@ class CaDecision:
     # The validation records of every domain, when an addition was approved.
     records: tuple[DnsRecord, ...] = ()
     message: str | None = None
+    # The certificate itself, when the decision issued it.
+    document: CertificateDocument | None = None

@@ -54,6 +54,22 @@ class Organization:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateDocument:
+    """The certificate the CA issued, as facts read from its X.509 leaf, and the PEM chain.
+
+    The private key is not part of it: it stays with the CA adapter that made the CSR."""
+
+    pem: str
+    serial_number: str
+    issuer: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    dns_names: tuple[str, ...] = ()
+    sha256_fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateEvent:
     id: str
     certificate_id: CertificateId
@@ -110,6 +126,8 @@ class Certificate:
     # Changes made since the aggregate was loaded, for the repository to write.
     new_events: list[CertificateEvent] = field(default_factory=list)
     withdrawal_changed: bool = False
+    # The issued certificate, when this change issued it (stored beside the aggregate).
+    new_document: CertificateDocument | None = None
 
     @classmethod
     def create(
@@ -266,11 +284,23 @@ class Certificate:
     # ---- CA outcomes
 
     def issue(
-        self, kind: EventKind, issued_at: datetime, now: datetime, message: str | None
+        self,
+        kind: EventKind,
+        issued_at: datetime,
+        now: datetime,
+        message: str | None,
+        document: CertificateDocument | None = None,
     ) -> None:
-        """The CA issued the certificate (after a check, or on its own)."""
-        self.issued_at = issued_at
-        self.expires_at = add_years(issued_at, self.validity_years)
+        """The CA issued the certificate (after a check, or on its own).
+
+        With the certificate itself at hand, its validity is the truth: an ACME CA decides the
+        lifetime (Let's Encrypt: 90 days) whatever `validity_years` asked for."""
+        if document is not None:
+            self.issued_at, self.expires_at = document.not_before, document.not_after
+            self.new_document = document
+        else:
+            self.issued_at = issued_at
+            self.expires_at = add_years(issued_at, self.validity_years)
         self.pending_domains = ()
         if self.domain_validation and self.domain_validation.verified_at is None:
             self.domain_validation = replace(self.domain_validation, verified_at=issued_at)
@@ -341,7 +371,11 @@ class Certificate:
         )
 
     def withdrawal_overtaken_by_issue(
-        self, withdrawal: Withdrawal, issued_at: datetime, now: datetime
+        self,
+        withdrawal: Withdrawal,
+        issued_at: datetime,
+        now: datetime,
+        document: CertificateDocument | None = None,
     ) -> None:
         """The CA had already approved: the withdrawal fails and the certificate is issued."""
         self._set_withdrawal(
@@ -357,11 +391,14 @@ class Certificate:
             issued_at,
             now,
             "The CA had already approved the certificate; the withdrawal failed.",
+            document,
         )
 
-    def refuse_withdrawal_as_issued(self, issued_at: datetime, now: datetime) -> Withdrawal:
+    def refuse_withdrawal_as_issued(
+        self, issued_at: datetime, now: datetime, document: CertificateDocument | None = None
+    ) -> Withdrawal:
         """The CA answered a withdrawal request that it had already approved the certificate."""
-        self.withdrawal_overtaken_by_issue(self._new_withdrawal(now), issued_at, now)
+        self.withdrawal_overtaken_by_issue(self._new_withdrawal(now), issued_at, now, document)
         assert self.last_withdrawal is not None
         return self.last_withdrawal
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from domain.ca import CaDecision, OrderPlaced, OrderRequest, WithdrawalReply
 from domain.model import Certificate, CertificateId, TenantId, Withdrawal, WithdrawalId
-from domain.statuses import CertificateStatus
+from domain.statuses import CertificateStatus, CertificateType, ValidationMethod
 
 
 class Clock(Protocol):
@@ -86,17 +86,36 @@ class UnitOfWorkFactory(Protocol):
 class CertificateAuthority(Protocol):
     """The CA port. Every method raises `CaUnavailable` when the CA cannot be reached."""
 
+    @property
+    def name(self) -> str:
+        """How users know this CA, for messages (e.g. "ACME")."""
+        ...
+
+    @property
+    def supported_types(self) -> frozenset[CertificateType]:
+        """The certificate types it issues; the service refuses the others before ordering."""
+        ...
+
+    @property
+    def supported_methods(self) -> frozenset[ValidationMethod]:
+        """The domain validation methods it offers."""
+        ...
+
     async def place_order(self, request: OrderRequest) -> OrderPlaced: ...
 
-    async def request_domain_check(self, order_id: str) -> None: ...
+    # Each request below carries an idempotency key: a call repeated with the same key (a retry,
+    # or another process racing on the same certificate version) gets the first answer again
+    # and never acts twice at the CA.
 
-    async def add_domains(self, order_id: str, domains: tuple[str, ...]) -> None: ...
+    async def request_domain_check(self, order_id: str, *, key: str) -> None: ...
 
-    async def request_withdrawal(self, order_id: str) -> WithdrawalReply: ...
+    async def add_domains(self, order_id: str, domains: tuple[str, ...], *, key: str) -> None: ...
 
-    async def request_revocation(self, order_id: str, reason: str | None) -> None: ...
+    async def request_withdrawal(self, order_id: str, *, key: str) -> WithdrawalReply: ...
 
-    async def request_deletion(self, order_id: str) -> None: ...
+    async def request_revocation(self, order_id: str, reason: str | None, *, key: str) -> None: ...
+
+    async def request_deletion(self, order_id: str, *, key: str) -> None: ...
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
         """For each order id, its decisions after the given sequence number, oldest first."""
@@ -112,6 +131,20 @@ class StatusChange:
     previous_status: CertificateStatus | None
     status: CertificateStatus
     changed_at: datetime
+    version: int
+
+    @property
+    def position(self) -> ChangePosition:
+        return ChangePosition(self.changed_at, self.certificate_id, self.version)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ChangePosition:
+    """Where a status change sits in its tenant's history, which is ordered by the change's
+    time, then certificate id and version (a total order): what a subscription cursor holds."""
+
+    changed_at: datetime
+    certificate_id: CertificateId
     version: int
 
 

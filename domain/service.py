@@ -3,6 +3,8 @@
 Every change follows one shape: read the certificate, check the rules, ask the CA (outside any
 transaction), then write with a compare-and-set on `version`. When another writer got there
 first, the use case starts over from a fresh read, so concurrent requests serialise cleanly.
+Each CA request carries an idempotency key made of the certificate, the version read and the
+operation: however often it is retried, or by however many processes, the CA acts once.
 """
 
 from __future__ import annotations
@@ -118,6 +120,26 @@ class CertificateService:
 
     # ---- plumbing
 
+    def _unsupported(
+        self, type: CertificateType, method: ValidationMethod | None, field: str
+    ) -> InvalidInput | None:
+        """An application the CA in use cannot take: refused as input, before any order."""
+        ca = self._ca
+        if type not in ca.supported_types:
+            kinds = "/".join(t.value for t in CertificateType if t in ca.supported_types)
+            return InvalidInput(
+                field,
+                f"{ca.name} issues {kinds} certificates only: it validates domains, "
+                f"not organizations, so it cannot issue {type.value} certificates.",
+            )
+        if method is not None and method not in ca.supported_methods:
+            methods = ", ".join(m.value for m in ValidationMethod if m in ca.supported_methods)
+            return InvalidInput(
+                "input.validationMethod",
+                f"{ca.name} validates domains with {methods} only.",
+            )
+        return None
+
     async def _load(self, tenant_id: TenantId, certificate_id: str) -> Certificate | None:
         async with self._uow() as uow:
             return await uow.certificates.get(tenant_id, CertificateId(certificate_id))
@@ -129,6 +151,12 @@ class CertificateService:
             await uow.commit()
         await self._publisher.publish(status_changes(certificate))
         return True
+
+    @staticmethod
+    def _ca_key(certificate: Certificate, operation: str) -> str:
+        """The idempotency key of a CA request: one per certificate version and operation, so
+        a retry, or another process racing on the same version, never acts twice at the CA."""
+        return f"{certificate.id}:{certificate.version}:{operation}"
 
     @staticmethod
     def _refuse(certificate: Certificate, action: CertificateAction, verb: str) -> InvalidState:
@@ -150,6 +178,9 @@ class CertificateService:
         problem = check_new_certificate(name, brand, domain_type, domain_quota, validity_years)
         if problem:
             return InvalidInput(problem.field, problem.message)
+        refused = self._unsupported(type, None, "input.type")
+        if refused:
+            return refused
         certificate = Certificate.create(
             tenant_id=tenant_id,
             name=name.strip(),
@@ -175,6 +206,9 @@ class CertificateService:
                 return NotFound(certificate_id)
             if not certificate.allows(CertificateAction.APPLY):
                 return self._refuse(certificate, CertificateAction.APPLY, "apply for")
+            refused = self._unsupported(certificate.type, application.method, "input.certificateId")
+            if refused:
+                return refused
             domains = check_domains(
                 application.domain,
                 application.additional_domains,
@@ -196,6 +230,7 @@ class CertificateService:
                 method=application.method,
                 organization_name=organization[0] if organization else None,
                 organization_country=organization[1] if organization else None,
+                validity_years=certificate.validity_years,
             )
             try:
                 placed = await self._ca.place_order(request)
@@ -226,7 +261,9 @@ class CertificateService:
                 )
             assert certificate.ca_order_id is not None
             try:
-                await self._ca.request_domain_check(certificate.ca_order_id)
+                await self._ca.request_domain_check(
+                    certificate.ca_order_id, key=self._ca_key(certificate, "domain-check")
+                )
             except CaUnavailable as error:
                 return CaUnreachable(error.retry_after)
             expected = certificate.version
@@ -263,7 +300,9 @@ class CertificateService:
                 return InvalidInput(added.field, added.message)
             assert certificate.ca_order_id is not None
             try:
-                await self._ca.add_domains(certificate.ca_order_id, added)
+                await self._ca.add_domains(
+                    certificate.ca_order_id, added, key=self._ca_key(certificate, "add-domains")
+                )
             except CaUnavailable as error:
                 return CaUnreachable(error.retry_after)
             expected = certificate.version
@@ -300,13 +339,17 @@ class CertificateService:
                 )
             assert certificate.ca_order_id is not None
             try:
-                reply = await self._ca.request_withdrawal(certificate.ca_order_id)
+                reply = await self._ca.request_withdrawal(
+                    certificate.ca_order_id, key=self._ca_key(certificate, "withdrawal")
+                )
             except CaUnavailable as error:
                 return CaUnreachable(error.retry_after)
             expected = certificate.version
             now = self._clock.now()
             if reply.answer is WithdrawalAnswer.ALREADY_ISSUED:
-                failed = certificate.refuse_withdrawal_as_issued(reply.issued_at or now, now)
+                failed = certificate.refuse_withdrawal_as_issued(
+                    reply.issued_at or now, now, reply.document
+                )
                 if await self._save(certificate, expected):
                     return CaAlreadyApproved(certificate, failed)
                 continue
@@ -366,7 +409,9 @@ class CertificateService:
                 return self._refuse(certificate, CertificateAction.REVOKE, "revoke")
             assert certificate.ca_order_id is not None
             try:
-                await self._ca.request_revocation(certificate.ca_order_id, reason)
+                await self._ca.request_revocation(
+                    certificate.ca_order_id, reason, key=self._ca_key(certificate, "revocation")
+                )
             except CaUnavailable as error:
                 return CaUnreachable(error.retry_after)
             expected = certificate.version
@@ -388,7 +433,9 @@ class CertificateService:
             else:
                 assert certificate.ca_order_id is not None
                 try:
-                    await self._ca.request_deletion(certificate.ca_order_id)
+                    await self._ca.request_deletion(
+                        certificate.ca_order_id, key=self._ca_key(certificate, "deletion")
+                    )
                 except CaUnavailable as error:
                     return CaUnreachable(error.retry_after)
                 certificate.request_deletion(self._clock.now())
@@ -440,14 +487,19 @@ class CertificateService:
         now = self._clock.now()
         status, kind = certificate.status, decision.kind
         issued_at = decision.issued_at or decision.at
+        document = decision.document
         D = DecisionKind
         if kind is D.DOMAIN_CHECK_APPROVED and status is S.PENDING_DOMAIN_VERIFICATION:
             if certificate.type is CertificateType.DV:
-                certificate.issue(EventKind.DOMAIN_VERIFIED, issued_at, now, decision.message)
+                certificate.issue(
+                    EventKind.DOMAIN_VERIFIED, issued_at, now, decision.message, document
+                )
             else:
                 certificate.domain_verified(now)
         elif kind is D.ORGANIZATION_APPROVED and status is S.PENDING_ORGANIZATION_VERIFICATION:
-            certificate.issue(EventKind.ORGANIZATION_VERIFIED, issued_at, now, decision.message)
+            certificate.issue(
+                EventKind.ORGANIZATION_VERIFIED, issued_at, now, decision.message, document
+            )
         elif kind in (D.DOMAIN_CHECK_REJECTED, D.ORGANIZATION_REJECTED) and status in (
             S.PENDING_DOMAIN_VERIFICATION,
             S.PENDING_ORGANIZATION_VERIFICATION,
@@ -468,9 +520,11 @@ class CertificateService:
             certificate.withdrawal_rejected(now)
         elif kind is D.ISSUED and status is S.CA_VERIFYING_WITHDRAWAL:
             assert certificate.last_withdrawal is not None
-            certificate.withdrawal_overtaken_by_issue(certificate.last_withdrawal, issued_at, now)
+            certificate.withdrawal_overtaken_by_issue(
+                certificate.last_withdrawal, issued_at, now, document
+            )
         elif kind is D.ISSUED and status in lifecycle.UNDER_APPLICATION:
-            certificate.issue(EventKind.ISSUED, issued_at, now, decision.message)
+            certificate.issue(EventKind.ISSUED, issued_at, now, decision.message, document)
         elif kind is D.REVOCATION_APPROVED and status is S.CA_VERIFYING_REVOCATION:
             certificate.revoked(now)
         elif kind is D.REVOCATION_REJECTED and status is S.CA_VERIFYING_REVOCATION:

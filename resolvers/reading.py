@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from domain.model import Certificate, CertificateEvent, TenantId, Withdrawal
+from domain.model import Certificate, CertificateDocument, CertificateEvent, TenantId, Withdrawal
 from domain.statuses import CertificateStatus, CertificateType
 
 
@@ -112,4 +112,10 @@ class CertificateReader(Protocol):
         self, tenant_id: TenantId, certificate_ids: Sequence[str]
     ) -> Mapping[str, Sequence[CertificateEvent]]:
         """Each certificate's events, oldest first."""
+        ...
+
+    async def documents(
+        self, tenant_id: TenantId, certificate_ids: Sequence[str]
+    ) -> Mapping[str, CertificateDocument]:
+        """The issued certificate of each certificate that has one."""
         ...

@@ -133,6 +133,31 @@ class Withdrawal(Node):
         )
 
 
+@strawberry.type(description="What the issued X.509 certificate (the leaf of `pem`) says.")
+class X509Certificate:
+    serial_number: str = strawberry.field(description="Lower-case hexadecimal.")
+    issuer: str = strawberry.field(description="The issuer's distinguished name (RFC 4514).")
+    subject: str = strawberry.field(description="The subject's distinguished name (RFC 4514).")
+    not_before: datetime
+    not_after: datetime
+    dns_names: list[str] = strawberry.field(description="The subjectAltName DNS names.")
+    sha256_fingerprint: str = strawberry.field(
+        description="SHA-256 of the DER certificate, lower-case hexadecimal."
+    )
+
+    @classmethod
+    def from_model(cls, document: dm.CertificateDocument) -> X509Certificate:
+        return cls(
+            serial_number=document.serial_number,
+            issuer=document.issuer,
+            subject=document.subject,
+            not_before=document.not_before,
+            not_after=document.not_after,
+            dns_names=list(document.dns_names),
+            sha256_fingerprint=document.sha256_fingerprint,
+        )
+
+
 @strawberry.type(description="An SSL/TLS certificate and its application, through its lifecycle.")
 class Certificate(Node):
     model: strawberry.Private[dm.Certificate]
@@ -177,6 +202,19 @@ class Certificate(Node):
             self.model.id
         )
         return [CertificateEvent.from_model(event) for event in events]
+
+    @fields.field(
+        description="The issued certificate chain in PEM, leaf first, as the CA delivered it; "
+        "null until issued. The private key is kept on the server and never exposed."
+    )
+    async def pem(self, info: strawberry.Info[Context, None]) -> str | None:
+        document = await info.context.loaders.document.load(self.model.id)
+        return document.pem if document else None
+
+    @fields.field(description="The issued certificate's details; null until issued.")
+    async def x509(self, info: strawberry.Info[Context, None]) -> X509Certificate | None:
+        document = await info.context.loaders.document.load(self.model.id)
+        return X509Certificate.from_model(document) if document else None
 
     @classmethod
     def from_model(cls, certificate: dm.Certificate) -> Certificate:

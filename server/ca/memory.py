@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from domain.ca import CaDecision
 from server.ca.orders import SimOrder
+from server.ca.x509 import TestRoot
+
+
+@dataclass(slots=True)
+class AnsweredRequest:
+    """A keyed request the CA answered (what the `simca_requests` table holds in SQL)."""
+
+    order_id: str
+    operation: str
+    answer: dict[str, Any]
+    calls: int
+    created_at: datetime
 
 
 class MemoryOrderBook:
     def __init__(self) -> None:
         self.orders: dict[str, SimOrder] = {}
         self.log: dict[str, list[CaDecision]] = {}
+        self.requests: dict[str, AnsweredRequest] = {}
         self.is_reachable = True
+        self.test_root: TestRoot | None = None
         self._lock = asyncio.Lock()
 
     async def reachable(self) -> bool:
@@ -45,6 +61,25 @@ class MemoryOrderBook:
             self.log[order_id].extend(order.new_decisions)
             self.orders[order_id] = order.copy()
 
+    async def keyed_request(
+        self,
+        order_id: str,
+        key: str,
+        operation: str,
+        act: Callable[[SimOrder], dict[str, Any]],
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        async with self.locked(order_id) as order:
+            if order is None:
+                return None
+            stored = self.requests.get(key)
+            if stored is not None:
+                stored.calls += 1
+                return dict(stored.answer)
+            answer = act(order)
+            self.requests[key] = AnsweredRequest(order_id, operation, dict(answer), 1, now)
+            return answer
+
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
         return {
             order_id: [d for d in self.log.get(order_id, ()) if d.seq > cursor]
@@ -58,3 +93,8 @@ class MemoryOrderBook:
             if o.review_started_at is not None and o.review_started_at <= started_before
         ]
         return due[:limit]
+
+    async def root(self, candidate: TestRoot) -> TestRoot:
+        if self.test_root is None:
+            self.test_root = candidate
+        return self.test_root

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -16,6 +17,7 @@ from domain.ca import CaDecision, DecisionKind, OrderRequest, WithdrawalAnswer, 
 from domain.model import DnsRecord, new_id
 from domain.service import SandboxDecision
 from domain.statuses import CertificateType
+from server.ca.x509 import IssuedPair, document_from_pem
 
 
 class Stage(StrEnum):
@@ -43,6 +45,10 @@ OPEN_STAGES = frozenset({Stage.DOMAIN, Stage.ORGANIZATION})
 INTERRUPTING = frozenset({Review.ADDITION, Review.WITHDRAWAL, Review.DELETION})
 
 
+# Makes a key and a certificate for (domains, issued at, validity in years): the CA's root signs.
+Signer = Callable[[tuple[str, ...], datetime, int], IssuedPair]
+
+
 def challenge_record(order_reference: str, domain: str) -> DnsRecord:
     base = domain.removeprefix("*.")
     digest = hashlib.sha256(f"{order_reference}|{base}".encode()).digest()
@@ -65,6 +71,9 @@ class SimOrder:
     review_started_at: datetime | None = None
     issued_at: datetime | None = None
     last_seq: int = 0
+    validity_years: int = 1
+    certificate_pem: str | None = None
+    private_key_pem: str | None = None
     new_decisions: list[CaDecision] = field(default_factory=list)
 
     @classmethod
@@ -78,6 +87,7 @@ class SimOrder:
             stage=Stage.DOMAIN,
             review=Review.NONE,
             created_at=now,
+            validity_years=request.validity_years,
         )
 
     # ---- requests from the service
@@ -99,7 +109,8 @@ class SimOrder:
 
     def request_withdrawal(self, now: datetime) -> WithdrawalReply:
         if self.stage is Stage.ISSUED:
-            return WithdrawalReply(WithdrawalAnswer.ALREADY_ISSUED, self.issued_at)
+            document = document_from_pem(self.certificate_pem) if self.certificate_pem else None
+            return WithdrawalReply(WithdrawalAnswer.ALREADY_ISSUED, self.issued_at, document)
         if self.stage in OPEN_STAGES and self.review is not Review.WITHDRAWAL:
             self._start(Review.WITHDRAWAL, now)
         elif self.stage is Stage.REJECTED:
@@ -122,12 +133,17 @@ class SimOrder:
         kind: DecisionKind,
         now: datetime,
         *,
-        issued: bool = False,
+        sign: Signer | None = None,
         records: tuple[DnsRecord, ...] = (),
         message: str | None = None,
     ) -> None:
-        if issued:
+        """Log a decision; with `sign`, the decision issues the certificate."""
+        document = None
+        if sign is not None:
+            issued = sign(self.domains, now, self.validity_years)
             self.stage, self.issued_at = Stage.ISSUED, now
+            self.certificate_pem, self.private_key_pem = issued.chain_pem, issued.private_key_pem
+            document = document_from_pem(issued.chain_pem)
         self.last_seq += 1
         self.new_decisions.append(
             CaDecision(
@@ -135,9 +151,10 @@ class SimOrder:
                 seq=self.last_seq,
                 kind=kind,
                 at=now,
-                issued_at=now if issued else None,
+                issued_at=now if document else None,
                 records=records,
                 message=message,
+                document=document,
             )
         )
 
@@ -148,15 +165,17 @@ class SimOrder:
     def _settle(self) -> None:
         self.review, self.suspended_review, self.review_started_at = Review.NONE, Review.NONE, None
 
-    def decide(self, decision: SandboxDecision, now: datetime) -> bool:
-        """Decide what is under review; False when there is nothing this decision can apply to."""
+    def decide(self, decision: SandboxDecision, now: datetime, sign: Signer) -> bool:
+        """Decide what is under review; False when there is nothing this decision can apply to.
+
+        `sign` issues the certificate when the decision approves it."""
         if decision is SandboxDecision.ISSUE:
             if self.stage not in OPEN_STAGES:
                 return False
             self._settle()
             self.pending_domains = ()
             self._decide(
-                DecisionKind.ISSUED, now, issued=True, message="The CA issued the certificate."
+                DecisionKind.ISSUED, now, sign=sign, message="The CA issued the certificate."
             )
             return True
         approve = decision is SandboxDecision.APPROVE
@@ -170,7 +189,7 @@ class SimOrder:
                 )
             elif self.type is CertificateType.DV:
                 self._settle()
-                self._decide(DecisionKind.DOMAIN_CHECK_APPROVED, now, issued=True)
+                self._decide(DecisionKind.DOMAIN_CHECK_APPROVED, now, sign=sign)
             else:
                 self.stage = Stage.ORGANIZATION
                 self.review, self.review_started_at = Review.ORGANIZATION, now
@@ -178,7 +197,7 @@ class SimOrder:
         elif review is Review.ORGANIZATION:
             self._settle()
             if approve:
-                self._decide(DecisionKind.ORGANIZATION_APPROVED, now, issued=True)
+                self._decide(DecisionKind.ORGANIZATION_APPROVED, now, sign=sign)
             else:
                 self.stage = Stage.REJECTED
                 self._decide(

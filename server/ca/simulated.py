@@ -12,13 +12,43 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from domain.ca import CaDecision, CaUnavailable, OrderPlaced, OrderRequest, WithdrawalReply
+from domain.ca import (
+    CaDecision,
+    CaUnavailable,
+    OrderPlaced,
+    OrderRequest,
+    WithdrawalAnswer,
+    WithdrawalReply,
+)
 from domain.service import SandboxDecision
+from domain.statuses import CertificateType, ValidationMethod
 from server.ca.orders import SimOrder
+from server.ca.x509 import TestRoot, document_from_pem
 
 log = logging.getLogger(__name__)
+
+# A request's effect on an order; its answer, if any, is the caller's business.
+OrderChange = Callable[[SimOrder], object]
+
+
+def reply_to_json(reply: WithdrawalReply) -> dict[str, Any]:
+    """A withdrawal answer as the CA stores it under the request's idempotency key."""
+    return {
+        "answer": reply.answer.value,
+        "issued_at": reply.issued_at.isoformat() if reply.issued_at else None,
+        "certificate_pem": reply.document.pem if reply.document else None,
+    }
+
+
+def reply_from_json(data: dict[str, Any]) -> WithdrawalReply:
+    issued_at, pem = data.get("issued_at"), data.get("certificate_pem")
+    return WithdrawalReply(
+        WithdrawalAnswer(data["answer"]),
+        datetime.fromisoformat(issued_at) if issued_at else None,
+        document_from_pem(pem) if pem else None,
+    )
 
 
 class OrderBook(Protocol):
@@ -34,13 +64,35 @@ class OrderBook(Protocol):
         """The order, exclusively; its changes and new decisions are stored on exit."""
         ...
 
+    async def keyed_request(
+        self,
+        order_id: str,
+        key: str,
+        operation: str,
+        act: Callable[[SimOrder], dict[str, Any]],
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """Answer a request once per idempotency key. The first time, `act` changes the order
+        and its answer is stored with the change (one transaction); a key seen before gets
+        the stored answer and leaves the order alone. Either way the key's call count goes
+        up. None when there is no such order."""
+        ...
+
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]: ...
 
     async def due_reviews(self, started_before: datetime, limit: int) -> list[str]: ...
 
+    async def root(self, candidate: TestRoot) -> TestRoot:
+        """The CA's test root: `candidate` is stored unless one already is, which wins."""
+        ...
+
 
 class SimulatedCa:
     """Implements `domain.ports.CertificateAuthority`, plus the sandbox controls."""
+
+    name = "The simulated CA"
+    supported_types = frozenset(CertificateType)
+    supported_methods = frozenset(ValidationMethod)
 
     def __init__(
         self,
@@ -51,6 +103,7 @@ class SimulatedCa:
         self.book = book
         self._clock = clock
         self.auto_decide_seconds = auto_decide_seconds
+        self._root: TestRoot | None = None
 
     async def _check(self) -> None:
         if not await self.book.reachable():
@@ -63,29 +116,46 @@ class SimulatedCa:
         order = await self.book.place(SimOrder.place(request, self._clock()))
         return OrderPlaced(order.id, order.records)
 
-    async def _with_order(self, order_id: str, change: Callable[[SimOrder], object]) -> object:
+    async def _request(
+        self, order_id: str, key: str, operation: str, act: Callable[[SimOrder], dict[str, Any]]
+    ) -> dict[str, Any]:
         await self._check()
-        async with self.book.locked(order_id) as order:
-            if order is None:
-                raise CaUnavailable(f"The CA does not know order {order_id}.")
-            return change(order)
+        answer = await self.book.keyed_request(order_id, key, operation, act, self._clock())
+        if answer is None:
+            raise CaUnavailable(f"The CA does not know order {order_id}.")
+        return answer
 
-    async def request_domain_check(self, order_id: str) -> None:
-        await self._with_order(order_id, lambda o: o.request_domain_check(self._clock()))
+    async def _act(self, order_id: str, key: str, operation: str, change: OrderChange) -> None:
+        def act(order: SimOrder) -> dict[str, Any]:
+            change(order)
+            return {}
 
-    async def add_domains(self, order_id: str, domains: tuple[str, ...]) -> None:
-        await self._with_order(order_id, lambda o: o.add_domains(domains, self._clock()))
+        await self._request(order_id, key, operation, act)
 
-    async def request_withdrawal(self, order_id: str) -> WithdrawalReply:
-        reply = await self._with_order(order_id, lambda o: o.request_withdrawal(self._clock()))
-        assert isinstance(reply, WithdrawalReply)
-        return reply
+    async def request_domain_check(self, order_id: str, *, key: str) -> None:
+        await self._act(
+            order_id, key, "domain-check", lambda o: o.request_domain_check(self._clock())
+        )
 
-    async def request_revocation(self, order_id: str, reason: str | None) -> None:
-        await self._with_order(order_id, lambda o: o.request_revocation(self._clock()))
+    async def add_domains(self, order_id: str, domains: tuple[str, ...], *, key: str) -> None:
+        await self._act(
+            order_id, key, "add-domains", lambda o: o.add_domains(domains, self._clock())
+        )
 
-    async def request_deletion(self, order_id: str) -> None:
-        await self._with_order(order_id, lambda o: o.request_deletion(self._clock()))
+    async def request_withdrawal(self, order_id: str, *, key: str) -> WithdrawalReply:
+        answer = await self._request(
+            order_id,
+            key,
+            "withdrawal",
+            lambda o: reply_to_json(o.request_withdrawal(self._clock())),
+        )
+        return reply_from_json(answer)
+
+    async def request_revocation(self, order_id: str, reason: str | None, *, key: str) -> None:
+        await self._act(order_id, key, "revocation", lambda o: o.request_revocation(self._clock()))
+
+    async def request_deletion(self, order_id: str, *, key: str) -> None:
+        await self._act(order_id, key, "deletion", lambda o: o.request_deletion(self._clock()))
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
         await self._check()
@@ -93,9 +163,19 @@ class SimulatedCa:
 
     # ---- the sandbox and the CA's own clockwork
 
+    async def _signer(self) -> TestRoot:
+        if self._root is None:
+            self._root = await self.book.root(TestRoot.create(self._clock()))
+        return self._root
+
+    async def root_pem(self) -> str:
+        """The test root's certificate, which every certificate this CA issues chains to."""
+        return (await self._signer()).certificate_pem
+
     async def decide(self, order_id: str, decision: SandboxDecision) -> bool:
+        sign = (await self._signer()).issue
         async with self.book.locked(order_id) as order:
-            return order is not None and order.decide(decision, self._clock())
+            return order is not None and order.decide(decision, self._clock(), sign)
 
     async def set_reachable(self, flag: bool) -> None:
         await self.book.set_reachable(flag)
@@ -105,6 +185,7 @@ class SimulatedCa:
         if self.auto_decide_seconds <= 0:
             return 0
         before = self._clock() - timedelta(seconds=self.auto_decide_seconds)
+        sign = (await self._signer()).issue
         decided = 0
         for order_id in await self.book.due_reviews(before, limit):
             async with self.book.locked(order_id) as order:
@@ -113,7 +194,7 @@ class SimulatedCa:
                     order is not None
                     and order.review_started_at is not None
                     and order.review_started_at <= before
-                    and order.decide(SandboxDecision.APPROVE, self._clock())
+                    and order.decide(SandboxDecision.APPROVE, self._clock(), sign)
                 ):
                     decided += 1
         return decided

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select, update
@@ -14,14 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.ca import CaDecision, DecisionKind
 from domain.statuses import CertificateType
 from server.ca.orders import Review, SimOrder, Stage
+from server.ca.x509 import TestRoot, document_from_pem
 from server.db import is_sqlite
 from server.persistence.mapping import records_from_json, records_to_json
-from server.persistence.tables import SimCaDecisionRow, SimCaOrderRow, SimCaSettingRow
+from server.persistence.tables import (
+    SimCaDecisionRow,
+    SimCaOrderRow,
+    SimCaRequestRow,
+    SimCaRootRow,
+    SimCaSettingRow,
+)
 
 orders: Table = SimCaOrderRow.__table__  # type: ignore[assignment]
 decisions: Table = SimCaDecisionRow.__table__  # type: ignore[assignment]
 settings: Table = SimCaSettingRow.__table__  # type: ignore[assignment]
+roots: Table = SimCaRootRow.__table__  # type: ignore[assignment]
+requests: Table = SimCaRequestRow.__table__  # type: ignore[assignment]
 REACHABLE = "reachable"
+ROOT = "root"
 
 
 def _order_from_row(row: Any) -> SimOrder:
@@ -39,6 +49,9 @@ def _order_from_row(row: Any) -> SimOrder:
         review_started_at=row["review_started_at"],
         issued_at=row["issued_at"],
         last_seq=row["last_seq"],
+        validity_years=row["validity_years"],
+        certificate_pem=row["certificate_pem"],
+        private_key_pem=row["private_key_pem"],
     )
 
 
@@ -57,6 +70,9 @@ def _order_values(order: SimOrder) -> dict[str, Any]:
         "issued_at": order.issued_at,
         "last_seq": order.last_seq,
         "created_at": order.created_at,
+        "validity_years": order.validity_years,
+        "certificate_pem": order.certificate_pem,
+        "private_key_pem": order.private_key_pem,
     }
 
 
@@ -69,6 +85,7 @@ def _decision_from_row(row: Any) -> CaDecision:
         issued_at=row["issued_at"],
         records=records_from_json(row["records"]),
         message=row["message"],
+        document=document_from_pem(row["certificate_pem"]) if row["certificate_pem"] else None,
     )
 
 
@@ -124,6 +141,45 @@ class SqlOrderBook:
 
     @asynccontextmanager
     async def locked(self, order_id: str) -> AsyncIterator[SimOrder | None]:
+        async with self._locked(order_id) as (_, order):
+            yield order
+
+    async def keyed_request(
+        self,
+        order_id: str,
+        key: str,
+        operation: str,
+        act: Callable[[SimOrder], dict[str, Any]],
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        async with self._locked(order_id) as (connection, order):
+            if order is None:
+                return None
+            stored = await connection.scalar(select(requests.c.answer).where(requests.c.key == key))
+            if stored is not None:
+                await connection.execute(
+                    update(requests).where(requests.c.key == key).values(calls=requests.c.calls + 1)
+                )
+                return dict(stored)
+            answer = act(order)
+            await connection.execute(
+                insert(requests).values(
+                    key=key,
+                    order_id=order_id,
+                    operation=operation,
+                    answer=answer,
+                    calls=1,
+                    created_at=now,
+                )
+            )
+            return answer
+
+    @asynccontextmanager
+    async def _locked(
+        self, order_id: str
+    ) -> AsyncIterator[tuple[AsyncConnection, SimOrder | None]]:
+        """The order, locked in a transaction of its own, and that transaction's connection
+        (for writes that must commit with the order's changes)."""
         async with self._writing() as connection:
             row = (
                 (
@@ -135,10 +191,10 @@ class SqlOrderBook:
                 .first()
             )
             if row is None:
-                yield None
+                yield connection, None
                 return
             order = _order_from_row(row)
-            yield order
+            yield connection, order
             values = _order_values(order)
             del values["id"]
             await connection.execute(update(orders).where(orders.c.id == order_id).values(values))
@@ -154,6 +210,7 @@ class SqlOrderBook:
                             "issued_at": d.issued_at,
                             "records": records_to_json(d.records),
                             "message": d.message,
+                            "certificate_pem": d.document.pem if d.document else None,
                         }
                         for d in order.new_decisions
                     ],
@@ -187,3 +244,26 @@ class SqlOrderBook:
                 .limit(limit)
             )
             return list(result)
+
+    async def root(self, candidate: TestRoot) -> TestRoot:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(roots).where(roots.c.name == ROOT))).first()
+        if row is None:
+            try:
+                async with self._writing() as connection:
+                    await connection.execute(
+                        insert(roots).values(
+                            name=ROOT,
+                            certificate_pem=candidate.certificate_pem,
+                            private_key_pem=candidate.private_key_pem,
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+                return candidate
+            except IntegrityError:
+                # Another process made it first: theirs is the root.
+                async with self._engine.connect() as connection:
+                    row = (
+                        await connection.execute(select(roots).where(roots.c.name == ROOT))
+                    ).one()
+        return TestRoot(row.certificate_pem, row.private_key_pem)

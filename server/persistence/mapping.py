@@ -10,6 +10,7 @@ from sqlalchemy import Table
 
 from domain.model import (
     Certificate,
+    CertificateDocument,
     CertificateEvent,
     CertificateId,
     DnsRecord,
@@ -29,6 +30,7 @@ from domain.statuses import (
     WithdrawalStatus,
 )
 from server.persistence.tables import (
+    CertificateDocumentRow,
     CertificateEventRow,
     CertificateRow,
     IdempotencyKeyRow,
@@ -39,6 +41,7 @@ certificates: Table = CertificateRow.__table__  # type: ignore[assignment]
 events: Table = CertificateEventRow.__table__  # type: ignore[assignment]
 withdrawals: Table = WithdrawalRow.__table__  # type: ignore[assignment]
 idempotency_keys: Table = IdempotencyKeyRow.__table__  # type: ignore[assignment]
+documents: Table = CertificateDocumentRow.__table__  # type: ignore[assignment]
 
 # Withdrawal columns as selected beside a certificate row (LEFT JOIN), prefixed `w_`.
 WITHDRAWAL_COLUMNS = [column.label(f"w_{column.name}") for column in withdrawals.columns]
@@ -198,4 +201,31 @@ def event_values(event: CertificateEvent) -> dict[str, Any]:
         "to_status": event.to_status.value,
         "at": event.at,
         "message": event.message,
+    }
+
+
+def document_from_row(row: Mapping[Any, Any]) -> CertificateDocument:
+    return CertificateDocument(
+        pem=row["pem"],
+        serial_number=row["serial_number"],
+        issuer=row["issuer"],
+        subject=row["subject"],
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+        dns_names=tuple(row["dns_names"] or ()),
+        sha256_fingerprint=row["sha256_fingerprint"],
+    )
+
+
+def document_values(certificate_id: str, document: CertificateDocument) -> dict[str, Any]:
+    return {
+        "certificate_id": certificate_id,
+        "pem": document.pem,
+        "serial_number": document.serial_number,
+        "issuer": document.issuer,
+        "subject": document.subject,
+        "not_before": document.not_before,
+        "not_after": document.not_after,
+        "dns_names": list(document.dns_names),
+        "sha256_fingerprint": document.sha256_fingerprint,
     }

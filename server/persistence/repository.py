@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, insert, select, update
+from sqlalchemy import Select, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,6 +16,8 @@ from server.persistence.mapping import (
     certificate_from_row,
     certificate_values,
     certificates,
+    document_values,
+    documents,
     event_values,
     events,
     idempotency_keys,
@@ -103,6 +105,7 @@ class SqlCertificateRepository:
             return False
         if certificate.withdrawal_changed and certificate.last_withdrawal is not None:
             await self._save_withdrawal(certificate.last_withdrawal)
+        await self._write_document(certificate)
         await self._write_history(certificate)
         return True
 
@@ -113,6 +116,16 @@ class SqlCertificateRepository:
         )
         if result.rowcount == 0:
             await self._connection.execute(insert(withdrawals).values(values))
+
+    async def _write_document(self, certificate: Certificate) -> None:
+        if certificate.new_document is not None:
+            # One document per certificate: the one it was last issued with.
+            await self._connection.execute(
+                delete(documents).where(documents.c.certificate_id == certificate.id)
+            )
+            await self._connection.execute(
+                insert(documents).values(document_values(certificate.id, certificate.new_document))
+            )
 
     async def _write_history(self, certificate: Certificate) -> None:
         if certificate.new_events:

@@ -156,6 +156,24 @@ class WithdrawalRow(Base):
     resolved_at: Mapped[datetime | None]
 
 
+class CertificateDocumentRow(Base):
+    """The certificate a CA issued: its PEM chain and the facts read from the leaf.
+
+    Apart from `certificates`, so listing certificates never reads kilobytes of PEM."""
+
+    __tablename__ = "certificate_documents"
+
+    certificate_id: Mapped[str] = mapped_column(ForeignKey("certificates.id"), primary_key=True)
+    pem: Mapped[str] = mapped_column(Text)
+    serial_number: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    dns_names: Mapped[list[Any]] = mapped_column(JSON)
+    sha256_fingerprint: Mapped[str] = mapped_column(String(64))
+
+
 class IdempotencyKeyRow(Base):
     __tablename__ = "idempotency_keys"
 
@@ -186,6 +204,10 @@ class SimCaOrderRow(Base):
     issued_at: Mapped[datetime | None]
     last_seq: Mapped[int]
     created_at: Mapped[datetime]
+    validity_years: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # The certificate it issued (chain PEM) and the key it made for it.
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
+    private_key_pem: Mapped[str | None] = mapped_column(Text)
 
 
 class SimCaDecisionRow(Base):
@@ -198,6 +220,7 @@ class SimCaDecisionRow(Base):
     issued_at: Mapped[datetime | None]
     records: Mapped[list[Any]] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(Text)
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
 
 
 class SimCaSettingRow(Base):
@@ -219,3 +242,54 @@ class SimCaRequestRow(Base):
     answer: Mapped[dict[str, Any]] = mapped_column(JSON)
     calls: Mapped[int]
     created_at: Mapped[datetime]
+
+
+class SimCaRootRow(Base):
+    """The simulated CA's test root, made once on first issue and kept."""
+
+    __tablename__ = "simca_roots"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+# ---- The ACME adapter's records: what it needs to follow each order at the ACME server.
+
+
+class AcmeOrderRow(Base):
+    __tablename__ = "acme_orders"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(200), unique=True)
+    url: Mapped[str] = mapped_column(String(500))
+    finalize_url: Mapped[str] = mapped_column(String(500))
+    authorizations: Mapped[list[Any]] = mapped_column(JSON)
+    domains: Mapped[list[Any]] = mapped_column(JSON)
+    records: Mapped[list[Any]] = mapped_column(JSON)
+    # The certificate's key, made by certgraph for the CSR; it never leaves the server.
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    csr_pem: Mapped[str] = mapped_column(Text)
+    # certgraph's side of the order (see server.ca.acme.Phase) and what it is closed for.
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    closing_for: Mapped[str | None] = mapped_column(String(16))
+    # When certgraph first answered the challenges: until then there is nothing to poll for.
+    answered_at: Mapped[datetime | None]
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
+    last_seq: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class AcmeDecisionRow(Base):
+    __tablename__ = "acme_decisions"
+
+    order_id: Mapped[str] = mapped_column(ForeignKey("acme_orders.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    issued_at: Mapped[datetime | None]
+    records: Mapped[list[Any]] = mapped_column(JSON)
+    message: Mapped[str | None] = mapped_column(Text)
+    certificate_pem: Mapped[str | None] = mapped_column(Text)
