@@ -10,8 +10,8 @@ from typing import Protocol
 from graphql import GraphQLError
 from strawberry.dataloader import DataLoader
 
-from domain.model import Certificate, CertificateEvent, TenantId, Withdrawal
-from domain.ports import StatusChange
+from domain.model import Certificate, CertificateDocument, CertificateEvent, TenantId, Withdrawal
+from domain.ports import ChangePosition, StatusChange
 from domain.service import CertificateService, SandboxDecision
 from resolvers.reading import CertificateReader
 
@@ -20,8 +20,18 @@ class ChangeFeed(Protocol):
     """Committed status changes, per tenant (the server's broker)."""
 
     def subscribe(
-        self, tenant_id: TenantId
-    ) -> AbstractAsyncContextManager[AsyncIterable[StatusChange]]: ...
+        self, tenant_id: TenantId, after: ChangePosition | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterable[StatusChange]]:
+        """The tenant's changes as they are committed; with `after`, first those the tenant's
+        history holds after that position, then the live ones, with no gap and no repeat.
+
+        The iteration raises `SubscriberLagging` when the subscriber falls too far behind."""
+        ...
+
+
+class SubscriberLagging(Exception):
+    """A subscriber fell so far behind that the feed stopped queueing changes for it; it can
+    subscribe again from the last position it received and miss nothing."""
 
 
 class SandboxCa(Protocol):
@@ -71,6 +81,9 @@ class Loaders:
         self.events = DataLoader[str, Sequence[CertificateEvent]](
             load_fn=self._load_events, cache=cache
         )
+        self.document = DataLoader[str, CertificateDocument | None](
+            load_fn=self._load_documents, cache=cache
+        )
 
     async def _load_certificates(self, ids: list[str]) -> list[Certificate | None]:
         found = await self._reader.certificates(self._tenant_id, ids)
@@ -84,9 +97,21 @@ class Loaders:
         found = await self._reader.events(self._tenant_id, ids)
         return [found.get(i, ()) for i in ids]
 
+    async def _load_documents(self, ids: list[str]) -> list[CertificateDocument | None]:
+        found = await self._reader.documents(self._tenant_id, ids)
+        return [found.get(i) for i in ids]
+
     def prime_certificates(self, certificates: Sequence[Certificate]) -> None:
         """Certificates just read need no second read (`Withdrawal.certificate`)."""
         self.certificate.prime_many({c.id: c for c in certificates})
+
+    def clear(self) -> None:
+        """Let go of the loaders and all they hold (see `Context.release`). Each loader refers
+        back to this object through its load function, a cycle that would otherwise keep its
+        batches alive until the cycle collector runs."""
+        for name, loader in list(vars(self).items()):
+            if isinstance(loader, DataLoader):
+                delattr(self, name)
 
 
 @dataclass(slots=True)
@@ -115,3 +140,11 @@ class Context:
         if self._loaders is None:
             self._loaders = Loaders(self.services.reader, self.tenant_id, cache=self.cache_loads)
         return self._loaders
+
+    def release(self) -> None:
+        """Drop what this request loaded once it is answered. graphql-core's executor, which
+        holds this context, sits in reference cycles and waits for the cycle collector; what
+        the loaders hold (a page's certificates and events) need not wait with it."""
+        if self._loaders is not None:
+            self._loaders.clear()
+            self._loaders = None

@@ -1,41 +1,66 @@
-"""Server layer: the in-process broker that fans status changes out to subscribers."""
+"""Server layer: the in-process broker that fans status changes out to subscribers.
+
+It hears of changes from `publish` (one process, SQLite) or from `server.pg_broker`, which
+delivers every process's changes here (PostgreSQL). A subscriber may start from a position in
+the tenant's history: it gets the recorded changes after it, then the live ones.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from domain.model import TenantId
-from domain.ports import StatusChange
+from domain.ports import ChangePosition, StatusChange
+from resolvers.context import SubscriberLagging
 
-# A subscriber that falls this far behind loses its oldest notifications rather than
-# growing without bound; subscribers re-read the certificate, so the newest one matters.
+# A subscriber this far behind is told so (`SubscriberLagging`) rather than queueing without
+# bound or silently losing changes: it can subscribe again from its last position.
 QUEUE_LIMIT = 1000
+# Catch-up reads the history in pages of this many changes.
+REPLAY_PAGE = 500
+
+
+class ChangeHistory(Protocol):
+    async def after(
+        self, tenant_id: TenantId, position: ChangePosition, limit: int
+    ) -> Sequence[StatusChange]:
+        """The tenant's first `limit` status changes after `position`, in history order."""
+        ...
 
 
 class Subscription:
     def __init__(self, tenant_id: TenantId) -> None:
         self.tenant_id = tenant_id
         self._queue: asyncio.Queue[StatusChange] = asyncio.Queue(QUEUE_LIMIT)
+        self._lagging = False
 
     def offer(self, change: StatusChange) -> None:
+        if self._lagging:
+            return
         if self._queue.full():
-            self._queue.get_nowait()
+            # Everything queued is still delivered; then the subscriber hears it fell behind.
+            self._lagging = True
+            return
         self._queue.put_nowait(change)
 
     def __aiter__(self) -> AsyncIterator[StatusChange]:
         return self
 
     async def __anext__(self) -> StatusChange:
+        if self._lagging and self._queue.empty():
+            raise SubscriberLagging(f"more than {QUEUE_LIMIT} changes behind")
         return await self._queue.get()
 
 
 class Broker:
     """Implements the domain's `ChangePublisher`; each tenant hears only its own changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: ChangeHistory | None = None) -> None:
         self._subscriptions: dict[TenantId, set[Subscription]] = {}
+        self._history = history
 
     async def publish(self, changes: Sequence[StatusChange]) -> None:
         self.deliver(changes)
@@ -46,17 +71,49 @@ class Broker:
                 subscription.offer(change)
 
     @asynccontextmanager
-    async def subscribe(self, tenant_id: TenantId) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, tenant_id: TenantId, after: ChangePosition | None = None
+    ) -> AsyncIterator[AsyncIterator[StatusChange]]:
+        """The tenant's live changes; with `after`, first the recorded ones after it."""
+        # Registered before the history is read, so no change can fall in between.
         subscription = Subscription(tenant_id)
         self._subscriptions.setdefault(tenant_id, set()).add(subscription)
+        stream = None if after is None else self._catch_up(subscription, after)
         try:
-            yield subscription
+            yield subscription if stream is None else stream
         finally:
+            if stream is not None:
+                await stream.aclose()
             subscribers = self._subscriptions.get(tenant_id)
             if subscribers is not None:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._subscriptions[tenant_id]
+
+    async def _catch_up(
+        self, live: Subscription, after: ChangePosition
+    ) -> AsyncGenerator[StatusChange, None]:
+        if self._history is None:
+            raise RuntimeError("this broker keeps no history to catch up from")
+        replayed: set[tuple[str, int]] = set()
+        position = after
+        while True:
+            page = await self._history.after(live.tenant_id, position, REPLAY_PAGE)
+            for change in page:
+                replayed.add((change.certificate_id, change.version))
+                yield change
+            if len(page) < REPLAY_PAGE:
+                break
+            position = page[-1].position
+        async for change in live:
+            # Queued while the history was read: the replay may have given it already.
+            if (change.certificate_id, change.version) in replayed or change.position <= after:
+                continue
+            yield change
+
+    def tenants(self) -> list[TenantId]:
+        """The tenants someone here subscribes for."""
+        return list(self._subscriptions)
 
     def subscriber_count(self, tenant_id: TenantId | None = None) -> int:
         if tenant_id is not None:

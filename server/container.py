@@ -6,19 +6,26 @@ import asyncio
 import contextlib
 import logging
 
-from domain.ports import CertificateAuthority
+from prometheus_client import CollectorRegistry, Gauge
+
+from domain.ports import CertificateAuthority, ChangePublisher
 from domain.service import CertificateService
 from server.broker import Broker
+from server.ca.acme import build_acme_ca
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
-from server.db import create_engine
+from server.db import create_engine, is_sqlite
+from server.persistence.changes import SqlChangeHistory
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
+from server.pg_broker import PgChangePublisher
 from server.settings import Settings
 from server.worker import CaWorker
 
 log = logging.getLogger(__name__)
+# How long start-up waits for the LISTEN connection before serving anyway (and saying so).
+LISTEN_START_TIMEOUT_SECONDS = 10.0
 
 
 class Container:
@@ -27,7 +34,15 @@ class Container:
         self.clock = SystemClock()
         self.engine = create_engine(settings.database_url)
         self.uow = SqlUnitOfWorkFactory(self.engine, self.clock.now)
-        self.broker = Broker()
+        # This process's subscribers. On PostgreSQL every process's changes reach them through
+        # LISTEN/NOTIFY; on SQLite (one process) the service tells the broker directly.
+        history = SqlChangeHistory(self.engine)
+        self.broker = Broker(history)
+        self.pg_changes: PgChangePublisher | None = None
+        self.publisher: ChangePublisher = self.broker
+        if not is_sqlite(settings.database_url):
+            self.pg_changes = PgChangePublisher(self.engine, self.broker, history, self.clock)
+            self.publisher = self.pg_changes
         self.tenants = TenantStore(self.engine)
         self.sim_ca: SimulatedCa | None = None
         ca: CertificateAuthority
@@ -37,17 +52,40 @@ class Container:
             )
             ca = self.sim_ca
         else:
-            raise ValueError("CERTGRAPH_CA=acme is not available in this build yet")
+            ca = build_acme_ca(settings, self.engine, self.clock.now)
         self.ca = ca
-        self.service = CertificateService(self.uow, ca, self.clock, self.broker)
+        self.service = CertificateService(self.uow, ca, self.clock, self.publisher)
         self.worker = CaWorker(self.engine, self.service, self.clock, settings.ca_poll_seconds)
         self._run_background = run_background
         self._tasks: list[asyncio.Task[None]] = []
 
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Expose the worker's and the change feed's counters with the app's metrics."""
+        subscriptions = Gauge(
+            "certgraph_subscriptions",
+            "Status-change subscriptions open on this process.",
+            registry=registry,
+        )
+        subscriptions.set_function(lambda: self.broker.subscriber_count())
+        for collector in self.worker.collectors():
+            registry.register(collector)
+        if self.pg_changes is not None:
+            for collector in self.pg_changes.collectors():
+                registry.register(collector)
+
     async def start(self) -> None:
         if not self._run_background:
             return
-        self._tasks.append(asyncio.create_task(self.worker.run(), name="ca-worker"))
+        if self.pg_changes is not None:
+            self._tasks.append(asyncio.create_task(self.pg_changes.run(), name="pg-changes"))
+            # Serve once this process hears every change, so that no subscriber misses one.
+            try:
+                async with asyncio.timeout(LISTEN_START_TIMEOUT_SECONDS):
+                    await self.pg_changes.listening.wait()
+            except TimeoutError:
+                log.warning("not yet listening for changes; subscribers may miss some until then")
+        if self.settings.worker:
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="ca-worker"))
         if self.sim_ca is not None and self.settings.ca_auto_decide_seconds > 0:
             interval = min(1.0, self.settings.ca_auto_decide_seconds / 2)
             self._tasks.append(

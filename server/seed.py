@@ -190,7 +190,7 @@ async def seed(
         SqlUnitOfWorkFactory(container.engine, past_clock.now),
         past_ca,
         past_clock,
-        container.broker,
+        container.publisher,
     )
     for number, (status, name, domain) in enumerate(plan):
         expired = status is S.EXPIRED

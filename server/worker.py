@@ -1,16 +1,22 @@
 """Server layer: the background worker that asks the CA for decisions and expires certificates.
 
-Which certificates to ask about is durable state (`certificates.ca_next_poll_at`), so a crash or
-restart at any moment loses nothing: the next process to start claims them again. Claims use
-`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes share the work without overlap.
+Which certificates to ask about is durable state (`certificates.ca_next_poll_at`, written in
+the transaction that puts a certificate under CA review): that column is the job queue. A
+worker claims due certificates with `FOR UPDATE SKIP LOCKED` (on PostgreSQL several processes
+share the work without overlap) by pushing their next poll out by a lease; when it is done it
+sets the next poll of those still waiting to one poll interval away. A process killed holding
+a claim loses nothing: the lease runs out and another process claims them again. Applying a
+decision is a compare-and-set on the certificate's version, so it happens once even then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from prometheus_client import Counter
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +31,17 @@ log = logging.getLogger(__name__)
 # Idempotency keys are promised for at least 24 hours.
 KEY_RETENTION = timedelta(hours=48)
 MAX_BACKOFF_SECONDS = 30.0
+# A claim lasts at least this long, so that a batch is not claimed again while it is worked on.
+MIN_LEASE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Certificates one worker took to ask the CA about, until `leased_until`."""
+
+    ids: list[CertificateId]
+    claimed_at: datetime
+    leased_until: datetime
 
 
 class CaWorker:
@@ -34,19 +51,40 @@ class CaWorker:
         service: CertificateService,
         clock: Clock,
         poll_seconds: float,
-        batch_size: int = 200,
+        batch_size: int = 100,
     ) -> None:
         self._engine = engine
         self._service = service
         self._clock = clock
-        self._poll = timedelta(seconds=poll_seconds)
         self._poll_seconds = poll_seconds
+        self._lease = timedelta(seconds=max(poll_seconds, MIN_LEASE_SECONDS))
+        self._backoff = poll_seconds
         self._batch = batch_size
         self._sqlite = is_sqlite(str(engine.url))
+        self.claimed = Counter(
+            "certgraph_ca_jobs_claimed",
+            "Certificates this process claimed to ask the CA about.",
+            registry=None,
+        )
+        self.applied = Counter(
+            "certgraph_ca_decisions_applied",
+            "Certificates this process changed by applying CA decisions.",
+            registry=None,
+        )
+        self.failed_rounds = Counter(
+            "certgraph_ca_worker_failed_rounds",
+            "Worker rounds that failed (CA unreachable or an error); each backs off.",
+            registry=None,
+        )
 
-    async def claim_due(self) -> list[CertificateId]:
-        """Take the certificates due for a CA poll and push their next poll back."""
+    def collectors(self) -> list[Counter]:
+        return [self.claimed, self.applied, self.failed_rounds]
+
+    async def claim_due(self) -> Claim:
+        """Take the certificates due for a CA poll, leasing them: their next poll moves out
+        by the lease, so no other worker takes them meanwhile."""
         now = self._clock.now()
+        leased_until = now + self._lease
         async with self._engine.connect() as connection:
             if self._sqlite:
                 connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
@@ -64,9 +102,29 @@ class CaWorker:
                     await connection.execute(
                         update(certificates)
                         .where(certificates.c.id.in_(ids))
-                        .values(ca_next_poll_at=now + self._poll)
+                        .values(ca_next_poll_at=leased_until)
                     )
-        return [CertificateId(i) for i in ids]
+        self.claimed.inc(len(ids))
+        return Claim([CertificateId(i) for i in ids], now, leased_until)
+
+    def _failure_backoff(self) -> float:
+        return min(self._backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def _release(self, claim: Claim, delay_seconds: float) -> None:
+        """The claimed certificates still under this lease (nothing changed them) are polled
+        again `delay_seconds` after the claim: at a steady pace, however long the round took."""
+        async with self._engine.connect() as connection:
+            if self._sqlite:
+                connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
+            async with connection.begin():
+                await connection.execute(
+                    update(certificates)
+                    .where(
+                        certificates.c.id.in_(claim.ids),
+                        certificates.c.ca_next_poll_at == claim.leased_until,
+                    )
+                    .values(ca_next_poll_at=claim.claimed_at + timedelta(seconds=delay_seconds))
+                )
 
     async def due_expiries(self) -> list[CertificateId]:
         now = self._clock.now()
@@ -92,28 +150,40 @@ class CaWorker:
     async def run_once(self) -> int:
         """One round: poll the CA for every due certificate. Returns how many changed."""
         changed = 0
-        while ids := await self.claim_due():
-            changed += await self._service.sync_with_ca(ids)
-            if len(ids) < self._batch:
+        while True:
+            claim = await self.claim_due()
+            if not claim.ids:
+                break
+            try:
+                applied = await self._service.sync_with_ca(claim.ids)
+            except Exception:
+                # Retried with backoff (by any process), not only when the lease runs out.
+                await self._release(claim, self._failure_backoff())
+                raise
+            await self._release(claim, self._poll_seconds)
+            self.applied.inc(applied)
+            changed += applied
+            if len(claim.ids) < self._batch:
                 break
         changed += await self._service.expire(await self.due_expiries())
         return changed
 
     async def run(self) -> None:
-        backoff = self._poll_seconds
         rounds = 0
         while True:
             try:
                 await self.run_once()
-                backoff = self._poll_seconds
+                self._backoff = self._poll_seconds
                 rounds += 1
                 if rounds % 1000 == 0:
                     await self.forget_old_keys()
             except CaUnavailable:
-                # The claimed certificates come due again after their poll interval.
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                log.warning("CA unreachable; next attempt in %.1f s", backoff)
+                # The claimed certificates come due again after the same backoff.
+                self.failed_rounds.inc()
+                self._backoff = self._failure_backoff()
+                log.warning("CA unreachable; next attempt in %.1f s", self._backoff)
             except Exception:
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                log.exception("CA worker round failed; next attempt in %.1f s", backoff)
-            await asyncio.sleep(backoff)
+                self.failed_rounds.inc()
+                self._backoff = self._failure_backoff()
+                log.exception("CA worker round failed; next attempt in %.1f s", self._backoff)
+            await asyncio.sleep(self._backoff)

@@ -1,0 +1,154 @@
+"""certificateStatusChanged(after:): a returning subscriber misses nothing, repeats nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.model import CertificateId
+from domain.ports import StatusChange
+from domain.statuses import CertificateStatus as S
+from resolvers.ids import CERTIFICATE, local_id
+from resolvers.subscriptions import decode_change_cursor, encode_change_cursor
+from server.broker import QUEUE_LIMIT
+from tests.resolvers.conftest import Api, eventually
+from tests.resolvers.test_subscriptions import WITHDRAW, Subscriber, subscribed
+
+CATCH_UP = """
+subscription Changes($ids: [ID!], $after: String) {
+  certificateStatusChanged(certificateIds: $ids, after: $after) {
+    previousStatus status cursor certificate { id status }
+  }
+}
+"""
+
+
+async def test_a_subscriber_resuming_from_its_cursor_gets_the_missed_changes_then_live(
+    api: Api,
+) -> None:
+    watched = await api.applied("watched")
+    other = await api.applied("other")
+    async with subscribed(api, api.acme, [watched]) as subscriber:
+        await api.data(WITHDRAW, {"id": watched})
+        await subscriber.next()
+    cursor = await last_cursor(api, watched)
+
+    # While away: the CA approves the withdrawal; another certificate changes too.
+    await api.decide(watched, "APPROVE")
+    await api.wait_for_status(watched, "PENDING_APPLICATION")
+    await api.data(WITHDRAW, {"id": other})
+
+    stream = await api.schema.subscribe(
+        CATCH_UP,
+        variable_values={"ids": None, "after": cursor},
+        context_value=api.context(api.acme, cache=False),
+    )
+    assert isinstance(stream, AsyncGenerator)
+    resumed = Subscriber(stream)
+    try:
+        missed = [await resumed.next(), await resumed.next()]
+        assert [(c["certificate"]["id"], c["status"]) for c in missed] == [
+            (watched, "PENDING_APPLICATION"),
+            (other, "CA_VERIFYING_WITHDRAWAL"),
+        ]
+        await api.decide(other, "REJECT")
+        live = await resumed.next()
+        assert (live["certificate"]["id"], live["status"]) == (other, "PENDING_DOMAIN_VERIFICATION")
+        assert resumed.pending() == 0
+        # Each cursor moves forward: resuming from any of them gives what followed it.
+        positions = [decode_change_cursor(c["cursor"]) for c in [*missed, live]]
+        assert positions == sorted(positions) and len(set(positions)) == 3
+    finally:
+        await resumed.close()
+
+
+async def last_cursor(api: Api, certificate_id: str) -> str:
+    """The cursor a subscriber got with the latest change of `certificate_id`, as it would
+    have it: replayed from the start of the history."""
+    stream = await api.schema.subscribe(
+        CATCH_UP,
+        variable_values={"ids": [certificate_id], "after": FROM_THE_START},
+        context_value=api.context(api.acme, cache=False),
+    )
+    assert isinstance(stream, AsyncGenerator)
+    subscriber = Subscriber(stream)
+    try:
+        changes = [await subscriber.next() for _ in range(3)]
+    finally:
+        await subscriber.close()
+    assert [c["status"] for c in changes] == [
+        "PENDING_APPLICATION",
+        "PENDING_DOMAIN_VERIFICATION",
+        "CA_VERIFYING_WITHDRAWAL",
+    ]
+    cursor: str = changes[-1]["cursor"]
+    return cursor
+
+
+FROM_THE_START = "WyIyMDAwLTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwiIiwwXQ=="
+
+
+def test_the_start_cursor_is_the_beginning_of_time() -> None:
+    start = decode_change_cursor(FROM_THE_START)
+    assert start.changed_at.year == 2000 and start.version == 0
+    assert encode_change_cursor(start) == FROM_THE_START
+
+
+async def test_a_malformed_cursor_is_refused_as_bad_input(api: Api) -> None:
+    for cursor in ["not-a-cursor", "WyJ4Il0=", "WyIyMDAwLTAxLTAxVDAwOjAwOjAwIiwiIiwwXQ=="]:
+        stream = await api.schema.subscribe(
+            CATCH_UP,
+            variable_values={"ids": None, "after": cursor},
+            context_value=api.context(api.acme, cache=False),
+        )
+        result: Any = stream
+        if isinstance(stream, AsyncGenerator):
+            result = await anext(stream)
+            await stream.aclose()
+        assert result.errors, cursor
+        assert result.errors[0].extensions == {"code": "BAD_USER_INPUT"}, cursor
+
+
+async def test_a_subscriber_too_far_behind_is_told_to_resume_from_its_cursor(api: Api) -> None:
+    global_id = await api.applied()
+    certificate_id = local_id(global_id, CERTIFICATE)
+    assert certificate_id is not None
+    stream = await api.schema.subscribe(
+        CATCH_UP,
+        variable_values={"ids": None, "after": None},
+        context_value=api.context(api.acme, cache=False),
+    )
+    assert isinstance(stream, AsyncGenerator)
+    broker = api.container.broker
+    first = asyncio.create_task(anext(stream))
+
+    async def listening() -> bool:
+        return broker.subscriber_count(api.acme.tenant_id) == 1
+
+    await eventually(listening, what="the subscription to reach the broker")
+    # More changes than a subscription queues arrive before the subscriber reads one.
+    now = datetime.now(UTC)
+    broker.deliver(
+        [
+            StatusChange(
+                api.acme.tenant_id,
+                CertificateId(certificate_id),
+                S.PENDING_APPLICATION,
+                S.PENDING_DOMAIN_VERIFICATION,
+                now,
+                2,
+            )
+        ]
+        * (QUEUE_LIMIT + 1)
+    )
+    results = [await first]
+    try:
+        while not results[-1].errors:
+            results.append(await anext(stream))
+    finally:
+        await stream.aclose()
+    # Everything queued was delivered, then the error that says how to resume.
+    assert len(results) == QUEUE_LIMIT + 1
+    assert results[-1].errors[0].extensions == {"code": "SUBSCRIBER_LAGGING"}
