@@ -100,6 +100,9 @@ def serve(
         loop="uvloop",
         http="httptools",
         proxy_headers=False,
+        # Status changes are a few hundred bytes: compressing them cost more CPU than it saved
+        # bytes, and ~50 KiB of zlib state per socket (bench/README.md, scenario e).
+        ws_per_message_deflate=False,
         log_level="info",
     )
 
