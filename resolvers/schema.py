@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaskErrors,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import DisableIntrospection, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from resolvers.error_policy import CachedParser, ErrorCodes, MaskUnexpected, OutagePredicate, never
+from resolvers.execution import FastExecutionContext
+from resolvers.limits import ExtensionFactory, QueryLimits, limit_extensions
 from resolvers.mutations import Mutation
 from resolvers.query import Query
 from resolvers.sandbox import SandboxMutation
@@ -29,31 +23,28 @@ class MutationWithSandbox(Mutation, SandboxMutation):
     pass
 
 
-def is_unexpected(error: GraphQLError) -> bool:
-    """Mask only what a resolver raised by accident (a bug), never the client's own mistakes.
-
-    Syntax, validation and argument errors arise outside any field (no path), and errors
-    raised on purpose for the client (bad paging arguments) are GraphQLErrors themselves.
-    """
-    original = error.original_error
-    return (
-        error.path is not None and original is not None and not isinstance(original, GraphQLError)
-    )
-
-
 def build_schema(
-    sandbox: bool, *, production: bool = False, introspection: bool = True
+    sandbox: bool,
+    *,
+    production: bool = False,
+    introspection: bool = True,
+    limits: QueryLimits | None = None,
+    is_outage: OutagePredicate = never,
 ) -> strawberry.Schema:
-    """The API schema. `production` masks unexpected errors and drops field suggestions."""
+    """The API schema. `production` masks unexpected errors and drops suggestions; `limits`
+    refuses operations that are too big (see `resolvers.limits`)."""
     # Classes or zero-argument factories: Strawberry makes fresh instances per operation.
-    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        lambda: ParserCache(maxsize=CACHE_SIZE),
+    extensions: list[ExtensionFactory] = [
+        lambda: CachedParser(maxsize=CACHE_SIZE),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: ErrorCodes(hide_suggestions=production, is_outage=is_outage),
     ]
+    if limits is not None:
+        extensions.extend(limit_extensions(limits))
     if not introspection:
         extensions.append(DisableIntrospection)
     if production:
-        extensions.append(lambda: MaskErrors(should_mask_error=is_unexpected))
+        extensions.append(lambda: MaskUnexpected(is_outage=is_outage))
     return strawberry.Schema(
         query=Query,
         mutation=MutationWithSandbox if sandbox else Mutation,
@@ -62,6 +53,8 @@ def build_schema(
         types=[Certificate, Withdrawal],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=production),
+        # Plain leaf fields skip graphql-core's per-field machinery (resolvers.execution).
+        execution_context_class=FastExecutionContext,
     )
 
 

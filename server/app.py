@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
@@ -19,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from server.container import Container
 from server.graphql_app import graphql_routes
+from server.heap import settled_heap
 from server.metrics import HttpMetrics, MetricsMiddleware
 from server.settings import Settings
 
@@ -34,22 +36,41 @@ READY_TIMEOUT_SECONDS = 3.0
 def create_app(settings: Settings) -> Starlette:
     container = Container(settings)
     metrics = HttpMetrics()
+    container.register_metrics(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await container.start()
         try:
-            yield
+            with settled_heap():
+                yield
         finally:
             await container.close()
 
     app = Starlette(
         routes=routes(container, metrics),
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[*cors(settings), Middleware(MetricsMiddleware, metrics=metrics)],
         lifespan=lifespan,
     )
     app.state.container = container
     return app
+
+
+def cors(settings: Settings) -> list[Middleware]:
+    """CORS only for the listed origins; none by default (browsers then refuse cross-origin
+    calls). Tokens travel in `Authorization`, never in cookies, so no credentials mode."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    ]
 
 
 def app_from_env() -> Starlette:

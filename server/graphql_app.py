@@ -5,17 +5,27 @@ must be a JSON object of bounded size; anything else gets a 4xx with a GraphQL-s
 never a 5xx. WebSockets (graphql-transport-ws and the legacy graphql-ws) authenticate on
 `connection_init`, with the token in its payload or in the upgrade request's header; the
 socket is closed with 4401 without a token and 4403 with an unknown one.
+
+The guards of the README's "Security" section live here too: a token bucket per tenant (429
+with `Retry-After`), media types and their status codes (`server.media_types`), WebSocket
+origins and `connection_init` timeouts, and caps on operations per connection and per tenant.
+Nothing escapes as a bare 500: an outage is a 503 and a bug a masked error with a request id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -23,31 +33,50 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ErrorMessage as TransportErrorMessage,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionErrorMessage,
+    StartMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyConnectionInitMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ErrorMessage as LegacyErrorMessage,
 )
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from resolvers.context import Caller, Context, Services
+from resolvers.error_policy import SERVICE_UNAVAILABLE
+from resolvers.limits import QueryLimits
 from resolvers.schema import build_schema
+from server import media_types
 from server.container import Container
+from server.media_types import GRAPHQL_RESPONSE, JSON
+from server.outages import is_outage
 from server.persistence.queries import SqlCertificateReader
 from server.persistence.tenants import TenantStore
+from server.rate_limit import TokenBuckets, retry_after
 from server.settings import Settings
+from server.subscription_quota import SubscriptionQuota
+
+log = logging.getLogger(__name__)
 
 DEV_TENANT = "dev"
 HTTP_OPERATIONS = {
@@ -58,6 +87,12 @@ HTTP_OPERATIONS = {
 NO_ACK_PAYLOAD: UnsetType = UNSET
 CLOSE_NO_TOKEN = 4401
 CLOSE_UNKNOWN_TOKEN = 4403
+CLOSE_INIT_TIMEOUT = 4408
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_INTERNAL_ERROR = 1011
+RATE_LIMITED = "RATE_LIMITED"
+# What a client is told to wait when the database is down.
+OUTAGE_RETRY_SECONDS = 5
 
 
 # ---- errors a client gets before any GraphQL runs
@@ -73,6 +108,47 @@ def error_response(
 
 def unauthenticated(message: str) -> JSONResponse:
     return error_response(401, message, "UNAUTHENTICATED", {"WWW-Authenticate": "Bearer"})
+
+
+def rate_limited_message(wait: float) -> str:
+    return f"Too many requests: try again in {retry_after(wait)} s."
+
+
+def too_many_requests(wait: float) -> JSONResponse:
+    return error_response(
+        429, rate_limited_message(wait), RATE_LIMITED, {"Retry-After": retry_after(wait)}
+    )
+
+
+def rate_limited_error(wait: float) -> GraphQLError:
+    seconds = int(retry_after(wait))
+    return GraphQLError(
+        rate_limited_message(wait),
+        extensions={"code": RATE_LIMITED, "retryAfterSeconds": seconds},
+    )
+
+
+def failure_response(error: Exception) -> JSONResponse:
+    """What escaped the GraphQL layer: an outage (503) or a bug (500, with a request id)."""
+    if is_outage(error):
+        log.warning("service unavailable: %s", type(error).__name__)
+        return error_response(
+            503,
+            "The service is temporarily unavailable; try again shortly.",
+            SERVICE_UNAVAILABLE,
+            {"Retry-After": str(OUTAGE_RETRY_SECONDS)},
+        )
+    request_id = uuid.uuid4().hex
+    log.error("request %s: unexpected error", request_id, exc_info=error)
+    body = {
+        "errors": [
+            {
+                "message": "Unexpected error.",
+                "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+            }
+        ]
+    }
+    return JSONResponse(body, status_code=500)
 
 
 class BodyTooLarge(Exception):
@@ -159,6 +235,26 @@ class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except SocketRefused as refusal:
             await self.websocket.close(code=refusal.code, reason=refusal.reason)
 
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        endpoint = cast("GraphQLEndpoint", self.view)
+        caller = self.context.caller
+        if caller is None or not self.connection_acknowledged or message["id"] in self.operations:
+            # Strawberry closes the socket for each of these.
+            await super().handle_subscribe(message)
+            return
+        refusal = endpoint.admit(caller, len(self.operations))
+        if refusal is not None:
+            error: TransportErrorMessage = {
+                "id": message["id"],
+                "type": "error",
+                "payload": [refusal.formatted],
+            }
+            await self.send_message(error)
+            return
+        await super().handle_subscribe(message)
+        operation = self.operations.get(message["id"])
+        endpoint.count_until_done(caller, operation.task if operation else None)
+
 
 class LegacyWsHandler(BaseGraphQLWSHandler[Context, None]):
     async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
@@ -171,6 +267,47 @@ class LegacyWsHandler(BaseGraphQLWSHandler[Context, None]):
             }
             await self.send_message(error)
             await self.websocket.close(code=refusal.code, reason=refusal.reason)
+
+    async def handle(self) -> None:
+        # Strawberry times out `connection_init` for graphql-transport-ws only.
+        timeout = cast("GraphQLEndpoint", self.view).connection_init_wait_timeout
+        timer = asyncio.create_task(self.close_unless_initialised(timeout.total_seconds()))
+        try:
+            await super().handle()
+        finally:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+    async def close_unless_initialised(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if not self.connection_acknowledged:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                await self.websocket.close(
+                    code=CLOSE_INIT_TIMEOUT, reason="Connection initialisation timeout"
+                )
+
+    async def handle_start(self, message: StartMessage) -> None:
+        endpoint = cast("GraphQLEndpoint", self.view)
+        caller = self.context.caller
+        if caller is None or not self.connection_acknowledged:
+            await super().handle_start(message)
+            return
+        # A start with an id in use replaces that operation.
+        running = sum(
+            1 for key, task in self.tasks.items() if key != message["id"] and not task.done()
+        )
+        refusal = endpoint.admit(caller, running)
+        if refusal is not None:
+            error: LegacyErrorMessage = {
+                "type": "error",
+                "id": message["id"],
+                "payload": refusal.formatted,
+            }
+            await self.send_message(error)
+            return
+        await super().handle_start(message)
+        endpoint.count_until_done(caller, self.tasks.get(message["id"]))
 
 
 # ---- the endpoint
@@ -188,22 +325,34 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         *,
         graphiql: bool,
         max_body_bytes: int,
+        allowed_origins: Sequence[str] = (),
+        ws_init_timeout_seconds: float = 10.0,
+        quota: SubscriptionQuota | None = None,
+        rate_limit: TokenBuckets | None = None,
     ) -> None:
+        self.quota = quota or SubscriptionQuota(per_connection=20, per_tenant=200)
         super().__init__(
             schema,
             graphql_ide="graphiql" if graphiql else None,
             allow_queries_via_get=True,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
-            connection_init_wait_timeout=timedelta(seconds=10),
+            connection_init_wait_timeout=timedelta(seconds=ws_init_timeout_seconds),
+            # Ours refuses first, with a code (`admit`); Strawberry's is the backstop.
+            max_subscriptions_per_connection=self.quota.per_connection + 1,
+            # Browser pages on other origins may open sockets only if listed; same-origin
+            # pages and non-browser clients (no Origin header) always may.
+            allowed_origins=allowed_origins,
         )
         self.services = services
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
+        self.rate_limit = rate_limit or TokenBuckets(rate=0, burst=1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        scope = media_types.with_lowercase_media_type(scope)
         request = Request(scope, receive=limit_body(receive, self.max_body_bytes))
         try:
             response = await self.answer(request)
@@ -213,6 +362,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             )
         except HTTPException as error:
             response = self.refusal(request, error)
+        except Exception as error:
+            # The last line of defence: never Starlette's bare text 500 with no GraphQL shape.
+            response = failure_response(error)
+        if getattr(request.state, "media_type", JSON) == GRAPHQL_RESPONSE and (
+            response.media_type == JSON or isinstance(response, JSONResponse)
+        ):
+            response.headers["content-type"] = media_types.content_type(GRAPHQL_RESPONSE)
         await response(scope, receive, send)
 
     async def answer(self, request: Request) -> Response:
@@ -224,33 +380,78 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             if self.graphql_ide is None:
                 return error_response(404, "GraphiQL is turned off on this server.", "NOT_FOUND")
             return await self.render_graphql_ide(request)
+        media_type = media_types.negotiate(request.headers.get("accept"))
+        if media_type is None:
+            return error_response(
+                406,
+                f"This endpoint answers {JSON} or {GRAPHQL_RESPONSE}; ask for one in `Accept`.",
+                "NOT_ACCEPTABLE",
+            )
+        request.state.media_type = media_type
         caller = await self.authenticator.caller(bearer(request.headers.get("authorization")))
         if caller is None:
+            # Guessing tokens costs a bucket of its own, per client address.
+            address = request.client.host if request.client else "unknown"
+            if wait := self.rate_limit.take(f"unauthenticated:{address}"):
+                return too_many_requests(wait)
             return unauthenticated(
                 "Send `Authorization: Bearer <token>` with a valid token."
                 if request.headers.get("authorization")
                 else "Authentication required: send `Authorization: Bearer <token>`."
             )
+        if wait := self.rate_limit.take(f"tenant:{caller.tenant_id}"):
+            return too_many_requests(wait)
         if request.method == "POST" and (refused := await self.check_body(request)):
             return refused
-        return await self.run(request, context=Context(self.services, caller))
+        context = Context(self.services, caller)
+        try:
+            response = await self.run(request, context=context)
+        finally:
+            context.release()
+        outcome = getattr(request.state, "outcome", media_types.Outcome.RAN)
+        response.status_code = media_types.status_for(media_type, outcome)
+        if outcome is media_types.Outcome.UNAVAILABLE:
+            response.headers["Retry-After"] = str(OUTAGE_RETRY_SECONDS)
+        return response
 
     async def check_body(self, request: Request) -> Response | None:
         """Refuse a body that is not one JSON object before Strawberry sees it."""
-        if "application/json" not in request.headers.get("content-type", ""):
+        if not media_types.is_json_body(request.headers.get("content-type", "")):
             return error_response(
-                415, "Send the operation as application/json.", "UNSUPPORTED_MEDIA_TYPE"
+                415, f"Send the operation as {JSON} (UTF-8).", "UNSUPPORTED_MEDIA_TYPE"
             )
         try:
             data = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
             # Also invalid UTF-8 and nesting deeper than the parser allows.
             return error_response(400, "The body is not valid JSON.", "BAD_REQUEST")
+        if isinstance(data, list):
+            return error_response(
+                400,
+                "Batched operations (a JSON array) are not accepted: send one operation "
+                "per request.",
+                "BATCHING_NOT_SUPPORTED",
+            )
         if not isinstance(data, dict):
             return error_response(
                 400, "The body must be a JSON object with a `query`.", "BAD_REQUEST"
             )
         return None
+
+    # ---- WebSocket operations: the same rate limit, and caps on how many run at once
+
+    def admit(self, caller: Caller, running_on_connection: int) -> GraphQLError | None:
+        """Whether a socket may start one more operation; counted when admitted."""
+        if wait := self.rate_limit.take(f"tenant:{caller.tenant_id}"):
+            return rate_limited_error(wait)
+        return self.quota.admit(caller.tenant_id, running_on_connection)
+
+    def count_until_done(self, caller: Caller, task: asyncio.Task[Any] | None) -> None:
+        """Release the caller's admission once the operation's task ends."""
+        if task is None:
+            self.quota.release(caller.tenant_id)
+            return
+        task.add_done_callback(lambda _: self.quota.release(caller.tenant_id))
 
     @staticmethod
     def refusal(request: Request, error: HTTPException) -> Response:
@@ -271,6 +472,20 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return error_response(error.status_code, error.reason, "BAD_REQUEST")
 
     # Strawberry's hooks
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        body = await super().process_result(request, result)
+        outcome = media_types.outcome_of(result, SERVICE_UNAVAILABLE)
+        request.state.outcome = outcome
+        if (
+            outcome is media_types.Outcome.REQUEST_ERROR
+            and getattr(request.state, "media_type", JSON) == GRAPHQL_RESPONSE
+        ):
+            # GraphQL over HTTP: a request error has no `data` entry at all.
+            return cast("GraphQLHTTPResponse", {k: v for k, v in body.items() if k != "data"})
+        return body
 
     async def execute_single(
         self,
@@ -321,7 +536,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if presented is None and isinstance(context, ConnectionContext):
             presented = context.handshake_authorization
         credentials = bearer(presented)
-        caller = await self.authenticator.caller(credentials)
+        try:
+            caller = await self.authenticator.caller(credentials)
+        except Exception as error:
+            if is_outage(error):
+                raise SocketRefused(CLOSE_TRY_AGAIN_LATER, "Service unavailable") from error
+            log.exception("WebSocket authentication failed unexpectedly")
+            raise SocketRefused(CLOSE_INTERNAL_ERROR, "Internal error") from error
         if caller is None:
             if credentials.presented:
                 raise SocketRefused(CLOSE_UNKNOWN_TOKEN, "Forbidden: unknown token")
@@ -351,6 +572,14 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
         production=settings.env == "production",
         # GraphiQL is of no use without introspection: turning it on turns that on.
         introspection=settings.introspection_enabled or settings.graphiql_enabled,
+        limits=QueryLimits(
+            max_depth=settings.max_depth,
+            max_aliases=settings.max_aliases,
+            max_tokens=settings.max_tokens,
+            max_cost=settings.max_cost,
+            max_directives=settings.max_directives,
+        ),
+        is_outage=is_outage,
     )
     return GraphQLEndpoint(
         schema,
@@ -358,6 +587,13 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
         Authenticator(container.tenants, auth_off=settings.auth == "off"),
         graphiql=settings.graphiql_enabled,
         max_body_bytes=settings.max_body_bytes,
+        allowed_origins=settings.cors_origins,
+        ws_init_timeout_seconds=settings.ws_init_timeout_seconds,
+        quota=SubscriptionQuota(
+            per_connection=settings.max_subscriptions_per_connection,
+            per_tenant=settings.max_subscriptions_per_tenant,
+        ),
+        rate_limit=TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst),
     )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -23,10 +24,44 @@ class Settings(BaseSettings):
     # 0: the simulated CA decides only when told through the sandbox mutation.
     ca_auto_decide_seconds: float = Field(default=0, ge=0)
     ca_poll_seconds: float = Field(default=2.0, gt=0)
+    # 0: this process serves the API but leaves polling the CA to the other processes.
+    worker: bool = True
+    # CERTGRAPH_CA=acme (README "A real CA over ACME"): the directory, the account key file
+    # (made on first use when missing), a contact, and trust for the directory's TLS.
+    acme_directory_url: str | None = None
+    acme_account_key_file: Path | None = None
+    acme_contact_email: str | None = None
+    acme_ca_bundle: Path | None = None
+    # Registering an account accepts the CA's terms of service: the operator says so.
+    acme_agree_terms: bool = False
     env: Literal["production", "development"] = "production"
     # None: follow `env`; an explicit value wins.
     graphiql: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+    # Query limits (README "Security"): each refusal is a GraphQL error with a stable code.
+    max_depth: int = Field(default=10, gt=0)
+    max_aliases: int = Field(default=15, ge=0)
+    max_tokens: int = Field(default=2_000, gt=0)
+    # Every field costs 1; `first`/`last` multiply the lists of the page they ask for.
+    max_cost: int = Field(default=10_000, gt=0)
+    max_directives: int = Field(default=50, ge=0)
+    # Browser origins allowed to call the API (CORS) and to open WebSockets; empty: none.
+    # Comma-separated in the environment: CERTGRAPH_CORS_ORIGINS=https://a.example,https://b.example
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_subscriptions_per_connection: int = Field(default=20, gt=0)
+    max_subscriptions_per_tenant: int = Field(default=200, gt=0)
+    # Token bucket per tenant: a sustained rate (0 turns limiting off) and a burst.
+    rate_limit_per_second: float = Field(default=20.0, ge=0)
+    rate_limit_burst: int = Field(default=100, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
 
     @property
     def graphiql_enabled(self) -> bool:
