@@ -10,12 +10,14 @@ operation: however often it is retried, or by however many processes, the CA act
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from domain import lifecycle
-from domain.ca import CaDecision, CaUnavailable, DecisionKind, OrderRequest, WithdrawalAnswer
+from domain.ca import CaUnavailable, OrderRequest, WithdrawalAnswer
+from domain.decisions import apply_decision
 from domain.model import (
     Certificate,
     CertificateId,
@@ -49,7 +51,6 @@ from domain.statuses import (
     CertificateStatus,
     CertificateType,
     DomainType,
-    EventKind,
     ValidationMethod,
     WithdrawalBlockReason,
 )
@@ -79,6 +80,16 @@ SANDBOX_STATUSES = {
     SandboxDecision.REJECT: lifecycle.CA_PENDING,
     SandboxDecision.ISSUE: lifecycle.ISSUABLE,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a simple change does once its rules pass: ask the CA (with the order id and an
+    idempotency key), if there is anything to ask, then change the certificate."""
+
+    change: Callable[[Certificate, datetime], None]
+    ask_ca: Callable[[str, str], Awaitable[object]] | None = None
+    operation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,37 +261,54 @@ class CertificateService:
                 return CertificateChanged(certificate)
         raise RuntimeError("too much contention on one certificate")
 
-    async def verify_domain(self, tenant_id: TenantId, certificate_id: str) -> ChangeResult:
+    async def _change(
+        self,
+        tenant_id: TenantId,
+        certificate_id: str,
+        action: CertificateAction,
+        verb: str,
+        plan: Callable[[Certificate], Step | InvalidInput],
+    ) -> ChangeResult:
+        """The shape of a simple change: rules, then the CA's consent, then compare-and-set."""
         for _ in range(ATTEMPTS):
             certificate = await self._load(tenant_id, certificate_id)
             if certificate is None:
                 return NotFound(certificate_id)
-            if not certificate.allows(CertificateAction.VERIFY_DOMAIN):
-                return self._refuse(
-                    certificate, CertificateAction.VERIFY_DOMAIN, "verify the domain of"
-                )
-            assert certificate.ca_order_id is not None
-            try:
-                await self._ca.request_domain_check(
-                    certificate.ca_order_id, key=self._ca_key(certificate, "domain-check")
-                )
-            except CaUnavailable as error:
-                return CaUnreachable(error.retry_after)
+            if certificate.status not in lifecycle.ACTION_STATUSES[action]:
+                return self._refuse(certificate, action, verb)
+            step = plan(certificate)
+            if isinstance(step, InvalidInput):
+                return step
+            if step.ask_ca is not None:
+                assert certificate.ca_order_id is not None
+                key = self._ca_key(certificate, step.operation)
+                try:
+                    await step.ask_ca(certificate.ca_order_id, key)
+                except CaUnavailable as error:
+                    return CaUnreachable(error.retry_after)
             expected = certificate.version
-            certificate.request_domain_verification(self._clock.now())
+            step.change(certificate, self._clock.now())
             if await self._save(certificate, expected):
                 return CertificateChanged(certificate)
         raise RuntimeError("too much contention on one certificate")
 
+    async def verify_domain(self, tenant_id: TenantId, certificate_id: str) -> ChangeResult:
+        return await self._change(
+            tenant_id,
+            certificate_id,
+            CertificateAction.VERIFY_DOMAIN,
+            "verify the domain of",
+            lambda _: Step(
+                lambda c, now: c.request_domain_verification(now),
+                lambda order_id, key: self._ca.request_domain_check(order_id, key=key),
+                "domain-check",
+            ),
+        )
+
     async def add_domains(
         self, tenant_id: TenantId, certificate_id: str, domains: list[str]
     ) -> ChangeResult:
-        for _ in range(ATTEMPTS):
-            certificate = await self._load(tenant_id, certificate_id)
-            if certificate is None:
-                return NotFound(certificate_id)
-            if certificate.status not in lifecycle.ACTION_STATUSES[CertificateAction.ADD_DOMAINS]:
-                return self._refuse(certificate, CertificateAction.ADD_DOMAINS, "add domains to")
+        def plan(certificate: Certificate) -> Step | InvalidInput:
             if certificate.domain_type is not DomainType.MULTIPLE:
                 return InvalidInput(
                     "input.domains", "Only MULTIPLE certificates can cover more domains."
@@ -298,18 +326,15 @@ class CertificateService:
             )
             if isinstance(added, InputProblem):
                 return InvalidInput(added.field, added.message)
-            assert certificate.ca_order_id is not None
-            try:
-                await self._ca.add_domains(
-                    certificate.ca_order_id, added, key=self._ca_key(certificate, "add-domains")
-                )
-            except CaUnavailable as error:
-                return CaUnreachable(error.retry_after)
-            expected = certificate.version
-            certificate.add_domains(added, self._clock.now())
-            if await self._save(certificate, expected):
-                return CertificateChanged(certificate)
-        raise RuntimeError("too much contention on one certificate")
+            return Step(
+                lambda c, now: c.add_domains(added, now),
+                lambda order_id, key: self._ca.add_domains(order_id, added, key=key),
+                "add-domains",
+            )
+
+        return await self._change(
+            tenant_id, certificate_id, CertificateAction.ADD_DOMAINS, "add domains to", plan
+        )
 
     async def withdraw(
         self, tenant_id: TenantId, certificate_id: str, idempotency_key: str | None = None
@@ -401,47 +426,32 @@ class CertificateService:
     ) -> ChangeResult:
         if reason is not None and len(reason) > 500:
             return InvalidInput("input.reason", "A reason has at most 500 characters.")
-        for _ in range(ATTEMPTS):
-            certificate = await self._load(tenant_id, certificate_id)
-            if certificate is None:
-                return NotFound(certificate_id)
-            if not certificate.allows(CertificateAction.REVOKE):
-                return self._refuse(certificate, CertificateAction.REVOKE, "revoke")
-            assert certificate.ca_order_id is not None
-            try:
-                await self._ca.request_revocation(
-                    certificate.ca_order_id, reason, key=self._ca_key(certificate, "revocation")
-                )
-            except CaUnavailable as error:
-                return CaUnreachable(error.retry_after)
-            expected = certificate.version
-            certificate.request_revocation(reason, self._clock.now())
-            if await self._save(certificate, expected):
-                return CertificateChanged(certificate)
-        raise RuntimeError("too much contention on one certificate")
+        return await self._change(
+            tenant_id,
+            certificate_id,
+            CertificateAction.REVOKE,
+            "revoke",
+            lambda _: Step(
+                lambda c, now: c.request_revocation(reason, now),
+                lambda order_id, key: self._ca.request_revocation(order_id, reason, key=key),
+                "revocation",
+            ),
+        )
 
     async def delete(self, tenant_id: TenantId, certificate_id: str) -> ChangeResult:
-        for _ in range(ATTEMPTS):
-            certificate = await self._load(tenant_id, certificate_id)
-            if certificate is None:
-                return NotFound(certificate_id)
-            if not certificate.allows(CertificateAction.DELETE):
-                return self._refuse(certificate, CertificateAction.DELETE, "delete")
-            expected = certificate.version
+        def plan(certificate: Certificate) -> Step:
             if certificate.status in lifecycle.DELETABLE_AT_ONCE:
-                certificate.delete_at_once(self._clock.now())
-            else:
-                assert certificate.ca_order_id is not None
-                try:
-                    await self._ca.request_deletion(
-                        certificate.ca_order_id, key=self._ca_key(certificate, "deletion")
-                    )
-                except CaUnavailable as error:
-                    return CaUnreachable(error.retry_after)
-                certificate.request_deletion(self._clock.now())
-            if await self._save(certificate, expected):
-                return CertificateChanged(certificate)
-        raise RuntimeError("too much contention on one certificate")
+                # Nothing at the CA to stop: gone at once.
+                return Step(lambda c, now: c.delete_at_once(now))
+            return Step(
+                lambda c, now: c.request_deletion(now),
+                lambda order_id, key: self._ca.request_deletion(order_id, key=key),
+                "deletion",
+            )
+
+        return await self._change(
+            tenant_id, certificate_id, CertificateAction.DELETE, "delete", plan
+        )
 
     async def check_sandbox_decision(
         self, tenant_id: TenantId, certificate_id: str, decision: SandboxDecision
@@ -476,67 +486,12 @@ class CertificateService:
                 continue
             expected = certificate.version
             for decision in decisions:
-                self._apply_decision(certificate, decision)
+                apply_decision(certificate, decision, self._clock.now())
                 certificate.ca_cursor = decision.seq
             # A lost race means another process applied them; the next round re-reads.
             if await self._save(certificate, expected):
                 changed += 1
         return changed
-
-    def _apply_decision(self, certificate: Certificate, decision: CaDecision) -> None:
-        now = self._clock.now()
-        status, kind = certificate.status, decision.kind
-        issued_at = decision.issued_at or decision.at
-        document = decision.document
-        D = DecisionKind
-        if kind is D.DOMAIN_CHECK_APPROVED and status is S.PENDING_DOMAIN_VERIFICATION:
-            if certificate.type is CertificateType.DV:
-                certificate.issue(
-                    EventKind.DOMAIN_VERIFIED, issued_at, now, decision.message, document
-                )
-            else:
-                certificate.domain_verified(now)
-        elif kind is D.ORGANIZATION_APPROVED and status is S.PENDING_ORGANIZATION_VERIFICATION:
-            certificate.issue(
-                EventKind.ORGANIZATION_VERIFIED, issued_at, now, decision.message, document
-            )
-        elif kind in (D.DOMAIN_CHECK_REJECTED, D.ORGANIZATION_REJECTED) and status in (
-            S.PENDING_DOMAIN_VERIFICATION,
-            S.PENDING_ORGANIZATION_VERIFICATION,
-        ):
-            certificate.reject_application(decision.message, now)
-        elif kind is D.ADDITION_APPROVED and status is S.CA_VERIFYING_DOMAIN_ADDITION:
-            certificate.domain_addition_approved(decision.records, now)
-        elif kind is D.ADDITION_REJECTED and status is S.CA_VERIFYING_DOMAIN_ADDITION:
-            certificate.domain_addition_rejected(now)
-        elif kind is D.WITHDRAWAL_APPROVED and status is S.CA_VERIFYING_WITHDRAWAL:
-            certificate.withdrawal_succeeded(now)
-        elif kind is D.WITHDRAWAL_APPROVED and status in lifecycle.WITHDRAWABLE:
-            # The CA took a withdrawal whose request never reached our database (the process
-            # died in between): record it, so the service converges on the CA's answer.
-            certificate.request_withdrawal(now)
-            certificate.withdrawal_succeeded(now)
-        elif kind is D.WITHDRAWAL_REJECTED and status is S.CA_VERIFYING_WITHDRAWAL:
-            certificate.withdrawal_rejected(now)
-        elif kind is D.ISSUED and status is S.CA_VERIFYING_WITHDRAWAL:
-            assert certificate.last_withdrawal is not None
-            certificate.withdrawal_overtaken_by_issue(
-                certificate.last_withdrawal, issued_at, now, document
-            )
-        elif kind is D.ISSUED and status in lifecycle.UNDER_APPLICATION:
-            certificate.issue(EventKind.ISSUED, issued_at, now, decision.message, document)
-        elif kind is D.REVOCATION_APPROVED and status is S.CA_VERIFYING_REVOCATION:
-            certificate.revoked(now)
-        elif kind is D.REVOCATION_REJECTED and status is S.CA_VERIFYING_REVOCATION:
-            certificate.revocation_rejected(now)
-        elif kind is D.DELETION_APPROVED and status is S.CA_VERIFYING_DELETION:
-            certificate.deleted(now)
-        elif kind is D.DELETION_REJECTED and status is S.CA_VERIFYING_DELETION:
-            certificate.deletion_rejected(now)
-        else:
-            # Already applied synchronously (e.g. the issue behind a refused withdrawal), or
-            # about a review this service no longer waits for.
-            log.info("CA decision %s skipped for %s in %s", kind, certificate.id, status)
 
     async def expire(self, certificate_ids: Sequence[CertificateId]) -> int:
         """Mark issued certificates past their expiry as EXPIRED."""
