@@ -15,11 +15,8 @@ Nothing escapes as a bare 500: an outage is a 503 and a bug a masked error with 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -29,7 +26,7 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
@@ -37,27 +34,6 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
-    ConnectionInitMessage,
-    SubscribeMessage,
-)
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
-    ErrorMessage as TransportErrorMessage,
-)
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import (
-    ConnectionErrorMessage,
-    StartMessage,
-)
-from strawberry.subscriptions.protocols.graphql_ws.types import (
-    ConnectionInitMessage as LegacyConnectionInitMessage,
-)
-from strawberry.subscriptions.protocols.graphql_ws.types import (
-    ErrorMessage as LegacyErrorMessage,
-)
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
@@ -67,247 +43,43 @@ from resolvers.error_policy import SERVICE_UNAVAILABLE
 from resolvers.limits import QueryLimits
 from resolvers.schema import build_schema
 from server import media_types
+from server.auth import Authenticator, bearer
 from server.container import Container
+from server.graphql_ws import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NO_TOKEN,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNKNOWN_TOKEN,
+    ConnectionContext,
+    LegacyWsHandler,
+    SocketRefused,
+    TransportWsHandler,
+)
+from server.http_errors import (
+    OUTAGE_RETRY_SECONDS,
+    BodyTooLarge,
+    error_response,
+    failure_response,
+    limit_body,
+    rate_limited_error,
+    too_many_requests,
+    unauthenticated,
+)
 from server.media_types import GRAPHQL_RESPONSE, JSON
 from server.outages import is_outage
 from server.persistence.queries import SqlCertificateReader
-from server.persistence.tenants import TenantStore
-from server.rate_limit import TokenBuckets, retry_after
+from server.rate_limit import TokenBuckets
 from server.settings import Settings
 from server.subscription_quota import SubscriptionQuota
 
 log = logging.getLogger(__name__)
 
-DEV_TENANT = "dev"
 HTTP_OPERATIONS = {
     "GET": {OperationType.QUERY},
     "POST": {OperationType.QUERY, OperationType.MUTATION},
 }
 # Acknowledge a WebSocket connection without a payload.
 NO_ACK_PAYLOAD: UnsetType = UNSET
-CLOSE_NO_TOKEN = 4401
-CLOSE_UNKNOWN_TOKEN = 4403
-CLOSE_INIT_TIMEOUT = 4408
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_INTERNAL_ERROR = 1011
-RATE_LIMITED = "RATE_LIMITED"
-# What a client is told to wait when the database is down.
-OUTAGE_RETRY_SECONDS = 5
-
-
-# ---- errors a client gets before any GraphQL runs
-
-
-def error_response(
-    status: int, message: str, code: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    """A GraphQL-shaped request error (no `data`: the operation never ran)."""
-    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
-
-
-def unauthenticated(message: str) -> JSONResponse:
-    return error_response(401, message, "UNAUTHENTICATED", {"WWW-Authenticate": "Bearer"})
-
-
-def rate_limited_message(wait: float) -> str:
-    return f"Too many requests: try again in {retry_after(wait)} s."
-
-
-def too_many_requests(wait: float) -> JSONResponse:
-    return error_response(
-        429, rate_limited_message(wait), RATE_LIMITED, {"Retry-After": retry_after(wait)}
-    )
-
-
-def rate_limited_error(wait: float) -> GraphQLError:
-    seconds = int(retry_after(wait))
-    return GraphQLError(
-        rate_limited_message(wait),
-        extensions={"code": RATE_LIMITED, "retryAfterSeconds": seconds},
-    )
-
-
-def failure_response(error: Exception) -> JSONResponse:
-    """What escaped the GraphQL layer: an outage (503) or a bug (500, with a request id)."""
-    if is_outage(error):
-        log.warning("service unavailable: %s", type(error).__name__)
-        return error_response(
-            503,
-            "The service is temporarily unavailable; try again shortly.",
-            SERVICE_UNAVAILABLE,
-            {"Retry-After": str(OUTAGE_RETRY_SECONDS)},
-        )
-    request_id = uuid.uuid4().hex
-    log.error("request %s: unexpected error", request_id, exc_info=error)
-    body = {
-        "errors": [
-            {
-                "message": "Unexpected error.",
-                "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-            }
-        ]
-    }
-    return JSONResponse(body, status_code=500)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-def limit_body(receive: Receive, max_bytes: int) -> Receive:
-    """`receive`, raising BodyTooLarge once the request body passes `max_bytes`."""
-    received = 0
-
-    async def limited() -> Message:
-        nonlocal received
-        message = await receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > max_bytes:
-                raise BodyTooLarge
-        return message
-
-    return limited
-
-
-# ---- authentication
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """What a request presented: nothing, or a bearer token (possibly malformed)."""
-
-    token: str | None
-    presented: bool
-
-
-def bearer(authorization: object) -> Credentials:
-    if not isinstance(authorization, str) or not authorization.strip():
-        return Credentials(None, presented=False)
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return Credentials(None, presented=True)
-    return Credentials(token.strip(), presented=True)
-
-
-class Authenticator:
-    """Bearer token -> caller; with `auth = off`, everyone is tenant `dev`."""
-
-    def __init__(self, tenants: TenantStore, *, auth_off: bool) -> None:
-        self._tenants = tenants
-        self._auth_off = auth_off
-        self._dev: Caller | None = None
-
-    async def caller(self, credentials: Credentials) -> Caller | None:
-        if self._auth_off:
-            if self._dev is None:
-                dev = await self._tenants.ensure_tenant(DEV_TENANT)
-                self._dev = Caller(dev.id, dev.name)
-            return self._dev
-        if credentials.token is None:
-            return None
-        tenant = await self._tenants.tenant_for_token(credentials.token)
-        return None if tenant is None else Caller(tenant.id, tenant.name)
-
-
-# ---- WebSockets: authenticate on connection_init, close with 4401 / 4403
-
-
-@dataclass(slots=True)
-class ConnectionContext(Context):
-    """A WebSocket connection's context; the upgrade request may carry the token too."""
-
-    handshake_authorization: str | None = None
-
-
-class SocketRefused(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        try:
-            await super().handle_connection_init(message)
-        except SocketRefused as refusal:
-            await self.websocket.close(code=refusal.code, reason=refusal.reason)
-
-    async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        endpoint = cast("GraphQLEndpoint", self.view)
-        caller = self.context.caller
-        if caller is None or not self.connection_acknowledged or message["id"] in self.operations:
-            # Strawberry closes the socket for each of these.
-            await super().handle_subscribe(message)
-            return
-        refusal = endpoint.admit(caller, len(self.operations))
-        if refusal is not None:
-            error: TransportErrorMessage = {
-                "id": message["id"],
-                "type": "error",
-                "payload": [refusal.formatted],
-            }
-            await self.send_message(error)
-            return
-        await super().handle_subscribe(message)
-        operation = self.operations.get(message["id"])
-        endpoint.count_until_done(caller, operation.task if operation else None)
-
-
-class LegacyWsHandler(BaseGraphQLWSHandler[Context, None]):
-    async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
-        try:
-            await super().handle_connection_init(message)
-        except SocketRefused as refusal:
-            error: ConnectionErrorMessage = {
-                "type": "connection_error",
-                "payload": {"message": refusal.reason},
-            }
-            await self.send_message(error)
-            await self.websocket.close(code=refusal.code, reason=refusal.reason)
-
-    async def handle(self) -> None:
-        # Strawberry times out `connection_init` for graphql-transport-ws only.
-        timeout = cast("GraphQLEndpoint", self.view).connection_init_wait_timeout
-        timer = asyncio.create_task(self.close_unless_initialised(timeout.total_seconds()))
-        try:
-            await super().handle()
-        finally:
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
-
-    async def close_unless_initialised(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        if not self.connection_acknowledged:
-            with contextlib.suppress(RuntimeError):  # closed meanwhile
-                await self.websocket.close(
-                    code=CLOSE_INIT_TIMEOUT, reason="Connection initialisation timeout"
-                )
-
-    async def handle_start(self, message: StartMessage) -> None:
-        endpoint = cast("GraphQLEndpoint", self.view)
-        caller = self.context.caller
-        if caller is None or not self.connection_acknowledged:
-            await super().handle_start(message)
-            return
-        # A start with an id in use replaces that operation.
-        running = sum(
-            1 for key, task in self.tasks.items() if key != message["id"] and not task.done()
-        )
-        refusal = endpoint.admit(caller, running)
-        if refusal is not None:
-            error: LegacyErrorMessage = {
-                "type": "error",
-                "id": message["id"],
-                "payload": refusal.formatted,
-            }
-            await self.send_message(error)
-            return
-        await super().handle_start(message)
-        endpoint.count_until_done(caller, self.tasks.get(message["id"]))
 
 
 # ---- the endpoint

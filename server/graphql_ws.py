@@ -1,0 +1,142 @@
+"""Server layer: GraphQL over WebSockets (graphql-transport-ws and the legacy graphql-ws).
+
+A socket authenticates on `connection_init` (token in the payload or the upgrade request's
+header) and is closed with 4401 without a token, 4403 with an unknown one, 4408 when it never
+initialises; each subscription is admitted against the per-connection and per-tenant caps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ErrorMessage as TransportErrorMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionErrorMessage,
+    StartMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage as LegacyConnectionInitMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ErrorMessage as LegacyErrorMessage,
+)
+
+from resolvers.context import Context
+
+if TYPE_CHECKING:
+    from server.graphql_app import GraphQLEndpoint
+
+CLOSE_NO_TOKEN = 4401
+CLOSE_UNKNOWN_TOKEN = 4403
+CLOSE_INIT_TIMEOUT = 4408
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_INTERNAL_ERROR = 1011
+
+
+@dataclass(slots=True)
+class ConnectionContext(Context):
+    """A WebSocket connection's context; the upgrade request may carry the token too."""
+
+    handshake_authorization: str | None = None
+
+
+class SocketRefused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refusal:
+            await self.websocket.close(code=refusal.code, reason=refusal.reason)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        endpoint = cast("GraphQLEndpoint", self.view)
+        caller = self.context.caller
+        if caller is None or not self.connection_acknowledged or message["id"] in self.operations:
+            # Strawberry closes the socket for each of these.
+            await super().handle_subscribe(message)
+            return
+        refusal = endpoint.admit(caller, len(self.operations))
+        if refusal is not None:
+            error: TransportErrorMessage = {
+                "id": message["id"],
+                "type": "error",
+                "payload": [refusal.formatted],
+            }
+            await self.send_message(error)
+            return
+        await super().handle_subscribe(message)
+        operation = self.operations.get(message["id"])
+        endpoint.count_until_done(caller, operation.task if operation else None)
+
+
+class LegacyWsHandler(BaseGraphQLWSHandler[Context, None]):
+    async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refusal:
+            error: ConnectionErrorMessage = {
+                "type": "connection_error",
+                "payload": {"message": refusal.reason},
+            }
+            await self.send_message(error)
+            await self.websocket.close(code=refusal.code, reason=refusal.reason)
+
+    async def handle(self) -> None:
+        # Strawberry times out `connection_init` for graphql-transport-ws only.
+        timeout = cast("GraphQLEndpoint", self.view).connection_init_wait_timeout
+        timer = asyncio.create_task(self.close_unless_initialised(timeout.total_seconds()))
+        try:
+            await super().handle()
+        finally:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+    async def close_unless_initialised(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if not self.connection_acknowledged:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                await self.websocket.close(
+                    code=CLOSE_INIT_TIMEOUT, reason="Connection initialisation timeout"
+                )
+
+    async def handle_start(self, message: StartMessage) -> None:
+        endpoint = cast("GraphQLEndpoint", self.view)
+        caller = self.context.caller
+        if caller is None or not self.connection_acknowledged:
+            await super().handle_start(message)
+            return
+        # A start with an id in use replaces that operation.
+        running = sum(
+            1 for key, task in self.tasks.items() if key != message["id"] and not task.done()
+        )
+        refusal = endpoint.admit(caller, running)
+        if refusal is not None:
+            error: LegacyErrorMessage = {
+                "type": "error",
+                "id": message["id"],
+                "payload": refusal.formatted,
+            }
+            await self.send_message(error)
+            return
+        await super().handle_start(message)
+        endpoint.count_until_done(caller, self.tasks.get(message["id"]))
