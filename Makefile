@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := domain resolvers server
-LINT_PATHS := $(SRC) tests
+LINT_PATHS := $(SRC) tests bench
 PYTEST_ARGS ?=
 
 # Environment for a local development server (`make run`).

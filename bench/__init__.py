@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` seeds, serves and loads certgraph and the floor (bench/README.md)."""
