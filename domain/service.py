@@ -472,8 +472,8 @@ class CertificateService:
 
         Raises `CaUnavailable` when the CA cannot be asked (the worker backs off)."""
         async with self._uow() as uow:
-            loaded = [await uow.certificates.get_any_tenant(cid) for cid in certificate_ids]
-        watched = [c for c in loaded if c and c.ca_order_id and c.status in lifecycle.CA_PENDING]
+            loaded = await uow.certificates.get_many_any_tenant(certificate_ids)
+        watched = [c for c in loaded if c.ca_order_id and c.status in lifecycle.CA_PENDING]
         if not watched:
             return 0
         news = await self._ca.decisions(
@@ -496,13 +496,12 @@ class CertificateService:
     async def expire(self, certificate_ids: Sequence[CertificateId]) -> int:
         """Mark issued certificates past their expiry as EXPIRED."""
         changed = 0
-        for certificate_id in certificate_ids:
-            async with self._uow() as uow:
-                certificate = await uow.certificates.get_any_tenant(certificate_id)
+        async with self._uow() as uow:
+            loaded = await uow.certificates.get_many_any_tenant(certificate_ids)
+        for certificate in loaded:
             now = self._clock.now()
             if (
-                certificate is None
-                or certificate.status is not S.ISSUED
+                certificate.status is not S.ISSUED
                 or certificate.expires_at is None
                 or certificate.expires_at > now
             ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,6 +53,16 @@ class SqlCertificateRepository:
             .first()
         )
         return certificate_from_row(row) if row else None
+
+    async def get_many_any_tenant(
+        self, certificate_ids: Sequence[CertificateId]
+    ) -> list[Certificate]:
+        if not certificate_ids:
+            return []
+        rows = await self._connection.execute(
+            certificate_select().where(certificates.c.id.in_(list(certificate_ids)))
+        )
+        return [certificate_from_row(row) for row in rows.mappings()]
 
     async def get_any_tenant(self, certificate_id: CertificateId) -> Certificate | None:
         row = (
