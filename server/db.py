@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -14,6 +15,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def write_transaction(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncConnection]:
+    """A transaction for a writer: BEGIN IMMEDIATE on SQLite (the write lock up front, so a
+    read-modify-write cannot interleave with another writer); a plain BEGIN elsewhere."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE").begin()
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

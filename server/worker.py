@@ -24,7 +24,7 @@ from domain.ca import CaUnavailable
 from domain.model import CertificateId
 from domain.ports import Clock
 from domain.service import CertificateService
-from server.db import is_sqlite
+from server.db import write_transaction
 from server.persistence.mapping import certificates, idempotency_keys
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ class CaWorker:
         self._lease = timedelta(seconds=max(poll_seconds, MIN_LEASE_SECONDS))
         self._backoff = poll_seconds
         self._batch = batch_size
-        self._sqlite = is_sqlite(str(engine.url))
         self.claimed = Counter(
             "certgraph_ca_jobs_claimed",
             "Certificates this process claimed to ask the CA about.",
@@ -85,25 +84,22 @@ class CaWorker:
         by the lease, so no other worker takes them meanwhile."""
         now = self._clock.now()
         leased_until = now + self._lease
-        async with self._engine.connect() as connection:
-            if self._sqlite:
-                connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
-            async with connection.begin():
-                ids = list(
-                    await connection.scalars(
-                        select(certificates.c.id)
-                        .where(certificates.c.ca_next_poll_at <= now)
-                        .order_by(certificates.c.ca_next_poll_at)
-                        .limit(self._batch)
-                        .with_for_update(skip_locked=True)
-                    )
+        async with write_transaction(self._engine) as connection:
+            ids = list(
+                await connection.scalars(
+                    select(certificates.c.id)
+                    .where(certificates.c.ca_next_poll_at <= now)
+                    .order_by(certificates.c.ca_next_poll_at)
+                    .limit(self._batch)
+                    .with_for_update(skip_locked=True)
                 )
-                if ids:
-                    await connection.execute(
-                        update(certificates)
-                        .where(certificates.c.id.in_(ids))
-                        .values(ca_next_poll_at=leased_until)
-                    )
+            )
+            if ids:
+                await connection.execute(
+                    update(certificates)
+                    .where(certificates.c.id.in_(ids))
+                    .values(ca_next_poll_at=leased_until)
+                )
         self.claimed.inc(len(ids))
         return Claim([CertificateId(i) for i in ids], now, leased_until)
 
@@ -113,18 +109,15 @@ class CaWorker:
     async def _release(self, claim: Claim, delay_seconds: float) -> None:
         """The claimed certificates still under this lease (nothing changed them) are polled
         again `delay_seconds` after the claim: at a steady pace, however long the round took."""
-        async with self._engine.connect() as connection:
-            if self._sqlite:
-                connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
-            async with connection.begin():
-                await connection.execute(
-                    update(certificates)
-                    .where(
-                        certificates.c.id.in_(claim.ids),
-                        certificates.c.ca_next_poll_at == claim.leased_until,
-                    )
-                    .values(ca_next_poll_at=claim.claimed_at + timedelta(seconds=delay_seconds))
+        async with write_transaction(self._engine) as connection:
+            await connection.execute(
+                update(certificates)
+                .where(
+                    certificates.c.id.in_(claim.ids),
+                    certificates.c.ca_next_poll_at == claim.leased_until,
                 )
+                .values(ca_next_poll_at=claim.claimed_at + timedelta(seconds=delay_seconds))
+            )
 
     async def due_expiries(self) -> list[CertificateId]:
         now = self._clock.now()
@@ -137,15 +130,12 @@ class CaWorker:
             return [CertificateId(i) for i in ids]
 
     async def forget_old_keys(self) -> None:
-        async with self._engine.connect() as connection:
-            if self._sqlite:
-                connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
-            async with connection.begin():
-                await connection.execute(
-                    delete(idempotency_keys).where(
-                        idempotency_keys.c.created_at < self._clock.now() - KEY_RETENTION
-                    )
+        async with write_transaction(self._engine) as connection:
+            await connection.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.created_at < self._clock.now() - KEY_RETENTION
                 )
+            )
 
     async def run_once(self) -> int:
         """One round: poll the CA for every due certificate. Returns how many changed."""

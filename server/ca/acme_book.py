@@ -7,8 +7,8 @@ once, and a decision keeps its `seq` across restarts. No network call happens in
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.ca import CaDecision, DecisionKind
 from domain.model import DnsRecord
 from server.ca.x509 import document_from_pem
-from server.db import is_sqlite
+from server.db import write_transaction
 from server.persistence.mapping import records_from_json, records_to_json
 from server.persistence.tables import AcmeDecisionRow, AcmeOrderRow
 
@@ -141,15 +141,9 @@ def _decision_from_row(row: Any) -> CaDecision:
 class AcmeOrderBook:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sqlite = is_sqlite(str(engine.url))
 
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as connection:
-            if self._sqlite:
-                connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
-            async with connection.begin():
-                yield connection
+    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return write_transaction(self._engine)
 
     async def _one(self, *where: Any) -> AcmeOrder | None:
         async with self._engine.connect() as connection:

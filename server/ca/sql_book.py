@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from domain.ca import CaDecision, DecisionKind
 from domain.statuses import CertificateType
 from server.ca.orders import Review, SimOrder, Stage
 from server.ca.x509 import TestRoot, document_from_pem
-from server.db import is_sqlite
+from server.db import write_transaction
 from server.persistence.mapping import records_from_json, records_to_json
 from server.persistence.tables import (
     SimCaDecisionRow,
@@ -92,15 +92,9 @@ def _decision_from_row(row: Any) -> CaDecision:
 class SqlOrderBook:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sqlite = is_sqlite(str(engine.url))
 
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as connection:
-            if self._sqlite:
-                connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
-            async with connection.begin():
-                yield connection
+    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return write_transaction(self._engine)
 
     async def reachable(self) -> bool:
         async with self._engine.connect() as connection:
