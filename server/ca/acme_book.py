@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.ca import CaDecision, DecisionKind
 from domain.model import DnsRecord
+from server.ca.decision_log import decisions_after
 from server.ca.x509 import document_from_pem
 from server.db import write_transaction
 from server.persistence.mapping import records_from_json, records_to_json
@@ -219,18 +220,4 @@ class AcmeOrderBook:
         return True
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
-        collected: dict[str, list[CaDecision]] = {order_id: [] for order_id in cursors}
-        if not cursors:
-            return {}
-        async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(decisions)
-                    .where(decisions.c.order_id.in_(sorted(cursors)))
-                    .order_by(decisions.c.order_id, decisions.c.seq)
-                )
-            ).mappings()
-            for row in rows:
-                if row["seq"] > cursors[row["order_id"]]:
-                    collected[row["order_id"]].append(_decision_from_row(row))
-        return dict(collected)
+        return await decisions_after(self._engine, decisions, cursors, _decision_from_row)

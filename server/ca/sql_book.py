@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.ca import CaDecision, DecisionKind
 from domain.statuses import CertificateType
+from server.ca.decision_log import decisions_after
 from server.ca.orders import Review, SimOrder, Stage
 from server.ca.x509 import TestRoot, document_from_pem
 from server.db import write_transaction
@@ -211,23 +212,7 @@ class SqlOrderBook:
                 )
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
-        found: dict[str, Sequence[CaDecision]] = {}
-        collected: dict[str, list[CaDecision]] = {order_id: [] for order_id in cursors}
-        if not cursors:
-            return found
-        async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(decisions)
-                    .where(decisions.c.order_id.in_(list(cursors)))
-                    .order_by(decisions.c.order_id, decisions.c.seq)
-                )
-            ).mappings()
-            for row in rows:
-                if row["seq"] > cursors[row["order_id"]]:
-                    collected[row["order_id"]].append(_decision_from_row(row))
-        found.update(collected)
-        return found
+        return await decisions_after(self._engine, decisions, cursors, _decision_from_row)
 
     async def due_reviews(self, started_before: datetime, limit: int) -> list[str]:
         async with self._engine.connect() as connection:
