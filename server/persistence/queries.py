@@ -3,8 +3,8 @@
 Implements `resolvers.reading.CertificateReader` with SQLAlchemy Core. Every call reads on a
 connection of its own, so concurrent resolvers never share one. Loads of certificates by id
 made in the same turn of the event loop, by any number of requests or subscriptions of one
-tenant, share one query (`SharedLoads`): a status change fanned out to 1,000 subscribers costs
-one read, not 1,000.
+tenant, share one query (`SharedLoads`): a status change fanned out to 1,000 subscribers
+costs one read, not 1,000.
 
 Keyset paging: a page is "the `limit` certificates after position P" in the order
 (sort key, id), with nulls last in both directions. The bound on (key, id) is a row-value
@@ -14,10 +14,8 @@ page 1,000 costs what page 1 costs.
 
 from __future__ import annotations
 
-import asyncio
 import operator
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -46,6 +44,7 @@ from resolvers.reading import (
     Position,
     SortField,
 )
+from server.db import single_statement_reader
 from server.persistence.mapping import (
     certificate_from_row,
     certificates,
@@ -57,6 +56,7 @@ from server.persistence.mapping import (
     withdrawals,
 )
 from server.persistence.repository import certificate_select
+from server.persistence.shared_loads import SharedLoads
 
 SORT_COLUMNS = {
     SortField.CREATED_AT: certificates.c.created_at,
@@ -149,61 +149,10 @@ def page_query(
     return certificate_select().where(*clauses).order_by(*order).limit(request.limit + 1)
 
 
-# Ids in one shared query at most; later loads in the same turn start another.
-MAX_SHARED_IDS = 500
-
-
-@dataclass
-class _SharedLoad:
-    ids: set[str] = field(default_factory=set)
-    rows: asyncio.Future[Sequence[RowMapping]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-class SharedLoads:
-    """Loads by id made in one turn of the event loop share one query, per tenant.
-
-    A DataLoader without a cache, across callers: the query runs after the turn in which the
-    first load was made, so every caller gets rows read after it asked, never older ones."""
-
-    def __init__(
-        self, fetch: Callable[[TenantId, list[str]], Awaitable[Sequence[RowMapping]]]
-    ) -> None:
-        self._fetch = fetch
-        self._open: dict[TenantId, _SharedLoad] = {}
-        # The event loop keeps only weak references to tasks.
-        self._running: set[asyncio.Task[None]] = set()
-
-    async def load(self, tenant_id: TenantId, ids: Sequence[str]) -> list[RowMapping]:
-        shared = self._open.get(tenant_id)
-        if shared is None or len(shared.ids) >= MAX_SHARED_IDS:
-            shared = self._open[tenant_id] = _SharedLoad()
-            # A task's first step runs after the callbacks already due in this turn.
-            task = asyncio.create_task(self._run(tenant_id, shared))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-        shared.ids.update(ids)
-        # Shielded: one caller giving up must not cancel the others' query.
-        rows = await asyncio.shield(shared.rows)
-        wanted = set(ids)
-        return [row for row in rows if row["id"] in wanted]
-
-    async def _run(self, tenant_id: TenantId, shared: _SharedLoad) -> None:
-        if self._open.get(tenant_id) is shared:
-            del self._open[tenant_id]
-        try:
-            shared.rows.set_result(await self._fetch(tenant_id, sorted(shared.ids)))
-        except Exception as error:
-            shared.rows.set_exception(error)
-            # Retrieved here so that an error nobody waits for any more is not reported.
-            shared.rows.exception()
-
-
 class SqlCertificateReader:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._shared_certificates = SharedLoads(self._certificate_rows)
+        self._engine = single_statement_reader(engine)
+        self._shared_certificates = SharedLoads[TenantId](self._certificate_rows)
 
     async def _rows(self, query: Select[Any]) -> Sequence[RowMapping]:
         async with self._engine.connect() as connection:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import RowMapping, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.model import TenantId, new_id
+from server.db import single_statement_reader
+from server.persistence.shared_loads import SharedLoads
 from server.persistence.tables import ApiTokenRow, Base, TenantRow
 
 # Through the metadata rather than `Row.__table__`, which is typed as a bare FromClause.
@@ -47,6 +49,9 @@ class TenantStore:
         self._engine = engine
         # Writers take SQLite's write lock up front (see server.db); other backends ignore it.
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._reader = single_statement_reader(engine)
+        # Tokens presented in one turn of the event loop are looked up in one query.
+        self._token_loads = SharedLoads[None](self._tenants_of_hashes, key_column="token_hash")
         self._now = now
 
     async def ensure_tenant(self, name: str) -> Tenant:
@@ -80,18 +85,22 @@ class TenantStore:
 
     async def tenant_for_token(self, token: str) -> Tenant | None:
         # Looked up by its hash: timing can reveal at most a prefix of a hash, never of a token.
+        rows = await self._token_loads.load(None, [hash_token(token)])
+        return None if not rows else Tenant(TenantId(rows[0]["id"]), rows[0]["name"])
+
+    async def _tenants_of_hashes(self, _: None, hashes: list[str]) -> Sequence[RowMapping]:
         query = (
-            select(tenants.c.id, tenants.c.name)
+            select(tenants.c.id, tenants.c.name, api_tokens.c.token_hash)
             .join(api_tokens, api_tokens.c.tenant_id == tenants.c.id)
-            .where(api_tokens.c.token_hash == hash_token(token))
+            .where(api_tokens.c.token_hash.in_(hashes))
         )
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(query)).first()
-        return None if row is None else Tenant(TenantId(row.id), row.name)
+        async with self._reader.connect() as connection:
+            rows: Sequence[RowMapping] = (await connection.execute(query)).mappings().all()
+        return rows
 
     async def get(self, tenant_id: TenantId) -> Tenant | None:
         query = select(tenants.c.id, tenants.c.name).where(tenants.c.id == tenant_id)
-        async with self._engine.connect() as connection:
+        async with self._reader.connect() as connection:
             row = (await connection.execute(query)).first()
         return None if row is None else Tenant(TenantId(row.id), row.name)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from domain.model import TenantId
-from server.persistence.queries import SharedLoads
+from server.persistence.shared_loads import SharedLoads
 
 A, B = TenantId("tenant-a"), TenantId("tenant-b")
 

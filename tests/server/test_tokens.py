@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import TenantId
@@ -49,6 +49,29 @@ async def test_only_the_hash_of_a_token_is_stored(store: TenantStore, engine: As
     assert stored != token
     assert token not in stored
     assert stored == hashlib.sha256(token.encode()).hexdigest()
+
+
+async def test_tokens_presented_together_share_one_query_and_each_gets_its_own_tenant(
+    store: TenantStore, engine: AsyncEngine
+) -> None:
+    acme, globex = await store.create_token("acme"), await store.create_token("globex")
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", _record_into(statements))
+
+    found = await asyncio.gather(
+        *(store.tenant_for_token(token) for token in [acme, globex, "cg_unknown", acme] * 25)
+    )
+
+    assert [tenant and tenant.name for tenant in found[:4]] == ["acme", "globex", None, "acme"]
+    assert found[4:] == found[:4] * 24
+    assert len([s for s in statements if "api_tokens" in s]) == 1
+
+
+def _record_into(statements: list[str]) -> Callable[..., None]:
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    return record
 
 
 async def test_an_unknown_token_resolves_to_no_tenant(store: TenantStore) -> None:
