@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -153,12 +153,15 @@ def to_connection(
     field: SortField,
     tenant_id: TenantId,
     where: reading.CertificateFilter,
+    histories: Mapping[str, Sequence[dm.CertificateEvent]] | None = None,
 ) -> CertificateConnection:
+    """The page as a connection; with `histories` (events by certificate id, read with the
+    page), each node's events are there already."""
     certificates: Sequence[dm.Certificate] = page.certificates
     edges = [
         CertificateEdge(
             cursor=encode_cursor(field, Position(sort_key(c, field), c.id)),
-            node=Certificate.from_model(c),
+            node=Certificate.from_model(c, None if histories is None else histories.get(c.id, ())),
         )
         for c in certificates
     ]

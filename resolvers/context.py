@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -104,6 +104,9 @@ class Loaders:
     def prime_certificates(self, certificates: Sequence[Certificate]) -> None:
         """Certificates just read need no second read (`Withdrawal.certificate`)."""
         self.certificate.prime_many({c.id: c for c in certificates})
+
+    def prime_events(self, histories: Mapping[str, Sequence[CertificateEvent]]) -> None:
+        self.events.prime_many(histories)
 
     def clear(self) -> None:
         """Let go of the loaders and all they hold (see `Context.release`). Each loader refers

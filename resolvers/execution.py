@@ -31,6 +31,8 @@ from graphql import (
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from resolvers.fields import PREFETCHED_IN
+
 # Kinds of plain fields.
 LEAF, LEAVES, OBJECT, OBJECTS = range(4)
 # A plain field: (response key, kind, read it off the source, complete the value read,
@@ -50,10 +52,21 @@ def _unwrap(type_: GraphQLOutputType) -> tuple[GraphQLOutputType, bool]:
     return type_, False
 
 
+def _prefetched_in(field_def: GraphQLField) -> str | None:
+    """The attribute a resolver of ours may find its value in already (`fields.prefetched_in`)."""
+    strawberry_field = (field_def.extensions or {}).get("strawberry-definition")
+    resolver = getattr(strawberry_field, "base_resolver", None)
+    return None if resolver is None else getattr(resolver.wrapped_func, PREFETCHED_IN, None)
+
+
 def _reader(field_def: GraphQLField) -> Callable[[Any], Any]:
     """How to read the field off its source: the attribute itself, as Strawberry would."""
     resolve = field_def.resolve
     assert resolve is not None
+    prefetched = _prefetched_in(field_def)
+    if prefetched is not None:
+        # None when nothing was prefetched: the object then goes the regular way.
+        return attrgetter(prefetched)
     strawberry_field = (field_def.extensions or {}).get("strawberry-definition")
     if strawberry_field is not None and strawberry_field.default_resolver is getattr:
         return attrgetter(strawberry_field.python_name)
@@ -90,12 +103,13 @@ def _make_serializer(leaf_type: GraphQLLeafType) -> Callable[[Any], Any]:
 
 def _is_plain_resolver(field_def: GraphQLField | None, node: Any) -> bool:
     # Only Strawberry's resolver of a field with no resolver, permission or extension of
-    # ours: it reads the attribute and never looks at `info`.
+    # ours: it reads the attribute and never looks at `info`. Or a resolver of ours whose
+    # value may be prefetched, read the same way.
+    if field_def is None or field_def.args or node.arguments:
+        return False
     return (
-        field_def is not None
-        and getattr(field_def.resolve, "__name__", "") == "_get_basic_result"
-        and not field_def.args
-        and not node.arguments
+        getattr(field_def.resolve, "__name__", "") == "_get_basic_result"
+        or _prefetched_in(field_def) is not None
     )
 
 

@@ -25,3 +25,19 @@ def mutation(*, description: str) -> Callable[[Resolver], Resolver]:
 
 def subscription(*, description: str) -> Callable[[Resolver], Resolver]:
     return cast("Callable[[Resolver], Resolver]", strawberry.subscription(description=description))
+
+
+# The attribute a prefetchable resolver's value may already be in (see `prefetched_in`).
+PREFETCHED_IN = "__certgraph_prefetched_in__"
+
+
+def prefetched_in(attribute: str) -> Callable[[Resolver], Resolver]:
+    """Marks a resolver whose value a parent may have loaded already into `attribute` of the
+    object (None when it has not). The executor then reads the attribute like a plain field
+    (`resolvers.execution`); the resolver itself must return the attribute when it is set."""
+
+    def mark(resolver: Resolver) -> Resolver:
+        setattr(resolver, PREFETCHED_IN, attribute)
+        return resolver
+
+    return mark

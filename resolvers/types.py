@@ -86,6 +86,10 @@ class CertificateEvent:
     message: str | None
 
     @classmethod
+    def from_models(cls, events: Sequence[dm.CertificateEvent]) -> list[CertificateEvent]:
+        return [cls.from_model(event) for event in events]
+
+    @classmethod
     def from_model(cls, event: dm.CertificateEvent) -> CertificateEvent:
         return cls(
             id=strawberry.ID(to_global_id(EVENT, event.id)),
@@ -195,13 +199,18 @@ class Certificate(Node):
     updated_at: datetime
     issued_at: datetime | None
     expires_at: datetime | None
+    # The events, when whoever read the certificate read them too (a page of them).
+    history: strawberry.Private[list[CertificateEvent] | None] = None
 
     @fields.field(description="Status history, oldest first.")
+    @fields.prefetched_in("history")
     async def events(self, info: strawberry.Info[Context, None]) -> list[CertificateEvent]:
+        if self.history is not None:
+            return self.history
         events: Sequence[dm.CertificateEvent] = await info.context.loaders.events.load(
             self.model.id
         )
-        return [CertificateEvent.from_model(event) for event in events]
+        return CertificateEvent.from_models(events)
 
     @fields.field(
         description="The issued certificate chain in PEM, leaf first, as the CA delivered it; "
@@ -217,7 +226,11 @@ class Certificate(Node):
         return X509Certificate.from_model(document) if document else None
 
     @classmethod
-    def from_model(cls, certificate: dm.Certificate) -> Certificate:
+    def from_model(
+        cls,
+        certificate: dm.Certificate,
+        history: Sequence[dm.CertificateEvent] | None = None,
+    ) -> Certificate:
         return cls(
             id=strawberry.ID(to_global_id(CERTIFICATE, certificate.id)),
             model=certificate,
@@ -244,6 +257,7 @@ class Certificate(Node):
             updated_at=certificate.updated_at,
             issued_at=certificate.issued_at,
             expires_at=certificate.expires_at,
+            history=None if history is None else CertificateEvent.from_models(history),
         )
 
 

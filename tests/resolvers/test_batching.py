@@ -81,3 +81,47 @@ async def test_a_page_with_every_field_costs_the_same_sql_for_10_and_100(
     # The page, its count, and one batch of events (the withdrawals' certificates are the
     # page's own, already loaded).
     assert len(selects) == 3, selects
+
+
+HISTORY = "events { id kind fromStatus toStatus at message }"
+
+
+async def test_a_page_reads_its_events_in_one_query_and_as_one_certificate_has_them(
+    still_api: Api,
+) -> None:
+    api = still_api
+    engine = api.container.engine
+    for i in range(5):
+        await insert_certificate(
+            engine,
+            api.acme.tenant_id,
+            name=f"web-{i}",
+            domain=f"web-{i}.example.com",
+            created_at=at(i),
+            status="CA_VERIFYING_WITHDRAWAL",
+            withdrawn=True,
+        )
+    one_by_one = {}
+    for node in (await api.data("{ certificates(first: 5) { nodes { id } } }"))["certificates"][
+        "nodes"
+    ]:
+        query = f"query($id: ID!) {{ certificate(id: $id) {{ {HISTORY} }} }}"
+        single = await api.data(query, {"id": node["id"]})
+        one_by_one[node["id"]] = single["certificate"]["events"]
+    assert all(len(history) == 3 for history in one_by_one.values())
+
+    through_nodes = f"{{ certificates(first: 5) {{ nodes {{ id {HISTORY} }} }} }}"
+    through_fragment = (
+        "{ certificates(first: 5) { edges { node { ...H } } } } "
+        f"fragment H on Certificate {{ id {HISTORY} }}"
+    )
+    for query in (through_nodes, through_fragment):
+        with counting_statements(engine) as statements:
+            page = (await api.data(query))["certificates"]
+        nodes = page.get("nodes") or [edge["node"] for edge in page["edges"]]
+        assert {node["id"]: node["events"] for node in nodes} == one_by_one
+        assert len([s for s in statements if "certificate_events" in s]) == 1
+
+    with counting_statements(engine) as statements:
+        await api.data("{ certificates(first: 5) { nodes { id name } } }")
+    assert not [s for s in statements if "certificate_events" in s]
