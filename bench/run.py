@@ -72,6 +72,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace, report: Report) -> None:
         self.args = args
         self.report = report
+        # The database copy and the servers' logs of this run: runs side by side keep apart.
+        self.run_dir = args.results / "run" / str(os.getpid())
 
     def wrk(self, server: Server, load: HttpLoad, seconds: float) -> HttpResult:
         args = self.args
@@ -176,7 +178,7 @@ def started(*group: Server) -> Callable[[], None]:
 def run_sqlite(bench: Bench, url: str, manifest: seeding.Manifest) -> None:
     args, report = bench.args, bench.report
     scenarios = args.scenarios
-    log_dir = args.results / "run"
+    log_dir = bench.run_dir
     certgraph = servers.certgraph("certgraph", url, log_dir)
     floor = servers.floor("floor", url, log_dir)
     need_floor = bool(set(scenarios) & set("ab"))
@@ -393,7 +395,7 @@ def run_postgres(bench: Bench, plan: seeding.Plan) -> None:
     args, report = bench.args, bench.report
     print(f"(f) seeding {args.pg_database} on {args.postgres}", flush=True)
     url, manifest = asyncio.run(seeding.create_postgres(args.postgres, args.pg_database, plan))
-    log_dir = args.results / "run"
+    log_dir = bench.run_dir
     certgraph = servers.certgraph("certgraph-pg", url, log_dir)
     floor = servers.floor("floor-pg", url, log_dir)
     stop = started(certgraph, floor)
@@ -449,12 +451,12 @@ def main(argv: list[str] | None = None) -> None:
     plan = seeding.Plan(args.certs, args.tenants, args.deep_certs, args.withdraw_pool)
     if set(args.scenarios) & set("abcde"):
         url, manifest = seeding.sqlite_database(
-            plan, args.results / "data", args.results / "run", args.reseed
+            plan, args.results / "data", bench.run_dir, args.reseed
         )
         try:
             run_sqlite(bench, url, manifest)
         finally:
-            seeding.discard_copy(args.results / "run")
+            seeding.discard_copy(bench.run_dir)
     if "f" in args.scenarios:
         run_postgres(bench, plan)
     report.general_targets()
