@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from sqlalchemy import Table
 
@@ -44,11 +45,28 @@ idempotency_keys: Table = IdempotencyKeyRow.__table__  # type: ignore[assignment
 documents: Table = CertificateDocumentRow.__table__  # type: ignore[assignment]
 
 # Withdrawal columns as selected beside a certificate row (LEFT JOIN), prefixed `w_`.
+E = TypeVar("E", bound=Enum)
+
 WITHDRAWAL_COLUMNS = [column.label(f"w_{column.name}") for column in withdrawals.columns]
 
 
+def _by_value(enum: type[E]) -> Callable[[str], E]:
+    """`enum(value)` as a dict lookup: an Enum call costs several times more, and a page of
+    certificates maps thousands of stored values. An unknown value raises KeyError."""
+    return {member.value: member for member in enum}.__getitem__
+
+
+_STATUS = _by_value(CertificateStatus)
+_EVENT_KIND = _by_value(EventKind)
+_WITHDRAWAL_STATUS = _by_value(WithdrawalStatus)
+_FAILURE_REASON = _by_value(WithdrawalFailureReason)
+_METHOD = _by_value(ValidationMethod)
+_TYPE = _by_value(CertificateType)
+_DOMAIN_TYPE = _by_value(DomainType)
+
+
 def _status(value: str | None) -> CertificateStatus | None:
-    return CertificateStatus(value) if value is not None else None
+    return _STATUS(value) if value is not None else None
 
 
 def records_to_json(records: tuple[DnsRecord, ...]) -> list[dict[str, str]]:
@@ -66,10 +84,10 @@ def withdrawal_from_row(row: Mapping[Any, Any], prefix: str = "") -> Withdrawal 
     return Withdrawal(
         id=WithdrawalId(row[f"{prefix}id"]),
         certificate_id=CertificateId(row[f"{prefix}certificate_id"]),
-        status=WithdrawalStatus(row[f"{prefix}status"]),
-        previous_status=CertificateStatus(row[f"{prefix}previous_status"]),
+        status=_WITHDRAWAL_STATUS(row[f"{prefix}status"]),
+        previous_status=_STATUS(row[f"{prefix}previous_status"]),
         requested_at=row[f"{prefix}requested_at"],
-        failure_reason=WithdrawalFailureReason(reason) if reason else None,
+        failure_reason=_FAILURE_REASON(reason) if reason else None,
         resolved_at=row[f"{prefix}resolved_at"],
     )
 
@@ -91,7 +109,7 @@ def certificate_from_row(row: Mapping[Any, Any]) -> Certificate:
     method = row["validation_method"]
     validation = (
         DomainValidation(
-            method=ValidationMethod(method),
+            method=_METHOD(method),
             records=records_from_json(row["validation_records"]),
             verified_at=row["validation_verified_at"],
         )
@@ -111,12 +129,12 @@ def certificate_from_row(row: Mapping[Any, Any]) -> Certificate:
         id=CertificateId(row["id"]),
         tenant_id=TenantId(row["tenant_id"]),
         name=row["name"],
-        type=CertificateType(row["type"]),
-        domain_type=DomainType(row["domain_type"]),
+        type=_TYPE(row["type"]),
+        domain_type=_DOMAIN_TYPE(row["domain_type"]),
         brand=row["brand"],
         domain_quota=row["domain_quota"],
         validity_years=row["validity_years"],
-        status=CertificateStatus(row["status"]),
+        status=_STATUS(row["status"]),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -183,9 +201,9 @@ def event_from_row(row: Mapping[Any, Any]) -> CertificateEvent:
         id=row["id"],
         certificate_id=CertificateId(row["certificate_id"]),
         version=row["version"],
-        kind=EventKind(row["kind"]),
+        kind=_EVENT_KIND(row["kind"]),
         from_status=_status(row["from_status"]),
-        to_status=CertificateStatus(row["to_status"]),
+        to_status=_STATUS(row["to_status"]),
         at=row["at"],
         message=row["message"],
     )
