@@ -127,6 +127,24 @@ async def test_plain_fields_come_out_as_the_regular_executor_gives_them() -> Non
     assert data["leaves"][0] == {"at": "2026-01-01T00:00:00+00:00", "name": "leaf 0"}
 
 
+async def test_any_alias_and_many_shapes_come_out_as_the_regular_executor_gives_them() -> None:
+    # The fast executor generates code per selection shape: keys that are Python keywords or
+    # dunders are only data there, and each shape (order, nullability) gets its own code.
+    context = {"things": [thing(n) for n in range(3)], "allowed": True}
+    selections = [
+        "class: name return: nickname None: colour __class__: id",
+        "__import__: name leaves { def: at lambda: name }",
+        "nickname name",
+        "name nickname",
+        "a: name b: name c: tags",
+    ]
+    for selection in selections:
+        regular, fast = await both(f"{{ things {{ {selection} }} }}", context)
+        assert fast == regular
+        assert not fast[1]
+    assert fast[0]["things"][0] == {"a": "thing 0", "b": "thing 0", "c": ["a", None]}
+
+
 @pytest.mark.parametrize(
     "broken",
     [
