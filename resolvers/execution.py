@@ -16,10 +16,12 @@ from __future__ import annotations
 import functools
 import keyword
 from collections.abc import Callable
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import orjson
 from graphql import (
     GraphQLEnumType,
     GraphQLField,
@@ -90,8 +92,11 @@ def _serializer(leaf_type: GraphQLLeafType) -> Callable[[Any], Any]:
 
 
 def _make_serializer(leaf_type: GraphQLLeafType) -> Callable[[Any], Any]:
-    """`coerce_output_value`, with enum members looked up instead of searched for."""
+    """`coerce_output_value`, with enum members looked up instead of searched for, and UTC
+    datetimes formatted by orjson (the same text as `isoformat`, in half the time)."""
     coerce = leaf_type.coerce_output_value
+    if leaf_type.name == "DateTime":
+        return _datetime_serializer(coerce)
     if not isinstance(leaf_type, GraphQLEnumType):
         return coerce
     # Our enums are StrEnums: a member hashes and compares as its value.
@@ -102,6 +107,18 @@ def _make_serializer(leaf_type: GraphQLLeafType) -> Callable[[Any], Any]:
             return names[value]
         except (KeyError, TypeError):
             return coerce(value)
+
+    return serialize
+
+
+def _datetime_serializer(coerce: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    dumps = orjson.dumps
+
+    def serialize(value: Any) -> Any:
+        # orjson writes RFC 3339, which for an offset of whole minutes (UTC's) is isoformat's.
+        if value.__class__ is datetime and value.tzinfo is UTC:
+            return dumps(value)[1:-1].decode()
+        return coerce(value)
 
     return serialize
 

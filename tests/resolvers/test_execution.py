@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -143,6 +143,23 @@ async def test_any_alias_and_many_shapes_come_out_as_the_regular_executor_gives_
         assert fast == regular
         assert not fast[1]
     assert fast[0]["things"][0] == {"a": "thing 0", "b": "thing 0", "c": ["a", None]}
+
+
+async def test_datetimes_come_out_as_the_regular_executor_formats_them() -> None:
+    moments = [
+        datetime(2026, 11, 28, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 11, 28, 0, 0, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(2026, 11, 29, 5, 30, 0, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2026, 11, 29, tzinfo=timezone(timedelta(seconds=30))),
+    ]
+    leaves = [Leaf(name=f"leaf {i}", at=at) for i, at in enumerate(moments)]
+    context = {"things": [thing(0, leaves=leaves)], "allowed": True}
+    regular, fast = await both("{ things { leaves { at } } }", context)
+    assert fast == regular
+    assert [leaf["at"] for leaf in fast[0]["things"][0]["leaves"]] == [
+        at.isoformat() for at in moments
+    ]
 
 
 @pytest.mark.parametrize(
