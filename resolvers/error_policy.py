@@ -139,6 +139,13 @@ class MaskUnexpected(MaskErrors):
         self.is_outage = is_outage
         self.request_id: str | None = None
 
+    def _process_result(self, result: object) -> None:
+        # Strawberry's checks `result` against a runtime Protocol, which costs more than the
+        # rest of a subscription event's masking; any result with errors has them here.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         if self.request_id is None:
             self.request_id = uuid.uuid4().hex

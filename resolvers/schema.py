@@ -7,12 +7,11 @@ from strawberry.extensions import DisableIntrospection, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from resolvers.error_policy import CachedParser, ErrorCodes, MaskUnexpected, OutagePredicate, never
-from resolvers.execution import FastExecutionContext
 from resolvers.limits import ExtensionFactory, QueryLimits, limit_extensions
 from resolvers.mutations import Mutation
 from resolvers.query import Query
 from resolvers.sandbox import SandboxMutation
-from resolvers.subscriptions import Subscription
+from resolvers.subscriptions import SharedEventExecutor, Subscription
 from resolvers.types import Certificate, Withdrawal
 
 CACHE_SIZE = 512
@@ -53,8 +52,9 @@ def build_schema(
         types=[Certificate, Withdrawal],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=production),
-        # Plain leaf fields skip graphql-core's per-field machinery (resolvers.execution).
-        execution_context_class=FastExecutionContext,
+        # Plain leaf fields skip graphql-core's per-field machinery (resolvers.execution);
+        # subscribers that would get the same result share one execution per event.
+        execution_context_class=SharedEventExecutor,
     )
 
 

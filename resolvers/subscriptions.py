@@ -1,26 +1,46 @@
-"""Resolver layer: the Subscription root (status changes of the caller's certificates)."""
+"""Resolver layer: the Subscription root (status changes of the caller's certificates).
+
+A change reaches every subscriber of its tenant. Those that get it at the same time share one
+read of the certificate and so one event object (`_read_change`); subscribers with the same
+operation, variables and caller then share one execution of it (`SharedEventExecutor`): a
+thousand subscribers cost one read and one execution per change, not a thousand.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from collections.abc import AsyncGenerator
+import dataclasses
+from collections.abc import AsyncGenerator, Awaitable
 from datetime import datetime
+from typing import Any, cast
 
 import orjson
 import strawberry
-from graphql import GraphQLError
+from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationDefinitionNode
 
-from domain.model import CertificateId
-from domain.ports import ChangePosition
+from domain.model import CertificateId, TenantId
+from domain.ports import ChangePosition, StatusChange
 from resolvers import fields
 from resolvers.connection import BadUserInput
-from resolvers.context import Context, SubscriberLagging
+from resolvers.context import Caller, Context, Services, SubscriberLagging
 from resolvers.enums import CertificateStatus
+from resolvers.execution import FastExecutionContext
 from resolvers.ids import CERTIFICATE, local_id
+from resolvers.reading import CertificateReader
 from resolvers.types import Certificate
 
 LAGGING = "SUBSCRIBER_LAGGING"
+
+
+def lagging_error() -> GraphQLError:
+    """What a subscriber that fell too far behind is told, as its subscription ends."""
+    return GraphQLError(
+        "This subscription fell too far behind and was ended: subscribe again with "
+        "`after` set to the last cursor you received to get every change since.",
+        extensions={"code": LAGGING},
+    )
 
 
 def encode_change_cursor(position: ChangePosition) -> str:
@@ -47,6 +67,25 @@ def decode_change_cursor(cursor: str) -> ChangePosition:
     return position
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Execution:
+    """One execution of an event, and what made it: whoever asks the same gets the same."""
+
+    schema: GraphQLSchema
+    operation: OperationDefinitionNode
+    variables: dict[str, Any]
+    services: Services
+    caller: Caller
+    result: ExecutionResult | asyncio.Future[ExecutionResult]
+
+
+class SharedResults:
+    """The executions of one event object, by operation, variables and caller."""
+
+    def __init__(self) -> None:
+        self.executions: list[_Execution] = []
+
+
 @strawberry.type(description="A certificate changed status.")
 class CertificateStatusChange:
     certificate: Certificate = strawberry.field(description="The certificate as it is now.")
@@ -56,6 +95,137 @@ class CertificateStatusChange:
     cursor: str = strawberry.field(
         description="Where this change sits in your history: pass it as `after` when you "
         "subscribe again to get every change since, none twice."
+    )
+    shared: strawberry.Private[SharedResults] = dataclasses.field(
+        default_factory=SharedResults, repr=False, compare=False
+    )
+
+
+class SharedEventExecutor(FastExecutionContext):
+    """Executes a subscription event once for all subscribers that would get the same result:
+    the same event object, operation, variables, services and caller (so the same tenant).
+    Their results are the very same object; the transport formats each subscriber's own."""
+
+    _per_event = False
+
+    def __copy__(self) -> SharedEventExecutor:
+        # What `copy` does for a plain object (graphql-core copies the executor for each
+        # event), without its generic pickling protocol, a third of an event's cost once the
+        # execution itself is shared.
+        executor = object.__new__(type(self))
+        executor.__dict__.update(self.__dict__)
+        return executor
+
+    def build_per_event_executor(self, payload: Any) -> SharedEventExecutor:
+        executor = super().build_per_event_executor(payload)
+        assert isinstance(executor, SharedEventExecutor)
+        executor._per_event = True
+        return executor
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        shared = getattr(self.root_value, "shared", None) if self._per_event else None
+        context = self.context_value
+        if (
+            not isinstance(shared, SharedResults)
+            or not isinstance(context, Context)
+            or context.caller is None
+        ):
+            return super().execute_operation(serially)
+        execution = next((e for e in shared.executions if self._same_as(e, context)), None)
+        if execution is None:
+            execution = self._execute_for_all(context, context.caller)
+            shared.executions.append(execution)
+        if isinstance(execution.result, asyncio.Future):
+            # Shielded: a subscriber that goes away cancels nothing for the others.
+            return asyncio.shield(execution.result)
+        return execution.result
+
+    def _same_as(self, execution: _Execution, context: Context) -> bool:
+        return (
+            execution.operation is self.operation
+            and execution.schema is self.schema
+            and execution.services is context.services
+            and execution.caller == context.caller
+            and execution.variables == self.variable_values.coerced
+        )
+
+    def _execute_for_all(self, context: Context, caller: Caller) -> _Execution:
+        # One event of a subscription: never incremental delivery, one ExecutionResult.
+        result = cast(
+            "ExecutionResult | Awaitable[ExecutionResult]", super().execute_operation(False)
+        )
+        return _Execution(
+            self.schema,
+            self.operation,
+            self.variable_values.coerced,
+            context.services,
+            caller,
+            result if isinstance(result, ExecutionResult) else asyncio.ensure_future(result),
+        )
+
+
+# Subscribers waiting for a read of a change's certificate, by reader, tenant and change.
+_ReadKey = tuple[int, TenantId, StatusChange]
+_waiting: dict[_ReadKey, list[asyncio.Future[CertificateStatusChange | None]]] = {}
+# The event loop keeps only weak references to tasks.
+_reads: set[asyncio.Task[None]] = set()
+
+
+async def _read_change(
+    reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+) -> CertificateStatusChange | None:
+    """The change as subscribers get it, read afresh. Those asking in the same turn of the event
+    loop (all subscribers the change just reached) share one read, and so one event object; a
+    subscriber that goes away cancels only its own wait."""
+    key = (id(reader), tenant_id, change)
+    waiters = _waiting.get(key)
+    if waiters is None:
+        waiters = _waiting[key] = []
+        # A task's first step runs after the callbacks already due in this turn.
+        task = asyncio.create_task(_read_for_waiters(key, reader, tenant_id, change))
+        _reads.add(task)
+        task.add_done_callback(_reads.discard)
+    waiter: asyncio.Future[CertificateStatusChange | None]
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    return await waiter
+
+
+async def _read_for_waiters(
+    key: _ReadKey, reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+) -> None:
+    try:
+        event = await _read(reader, tenant_id, change)
+    except Exception as error:
+        for waiter in _still_waiting(key):
+            waiter.set_exception(error)
+    else:
+        for waiter in _still_waiting(key):
+            waiter.set_result(event)
+    finally:
+        # Cancelled (the server stops): so are the waits.
+        for waiter in _still_waiting(key):
+            waiter.cancel()
+
+
+def _still_waiting(key: _ReadKey) -> list[asyncio.Future[CertificateStatusChange | None]]:
+    """Taken off: the waiters of a read but those that went away (they cancelled their own)."""
+    return [waiter for waiter in _waiting.pop(key, ()) if not waiter.done()]
+
+
+async def _read(
+    reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+) -> CertificateStatusChange | None:
+    found = await reader.certificates(tenant_id, [change.certificate_id])
+    certificate = found.get(change.certificate_id)
+    if certificate is None:
+        return None
+    return CertificateStatusChange(
+        certificate=Certificate.from_model(certificate),
+        previous_status=change.previous_status,
+        status=change.status,
+        changed_at=change.changed_at,
+        cursor=encode_change_cursor(change.position),
     )
 
 
@@ -88,20 +258,8 @@ class Subscription:
                     if wanted is not None and change.certificate_id not in wanted:
                         continue
                     # Read afresh for every change: this context lives as long as the connection.
-                    found = await reader.certificates(tenant_id, [change.certificate_id])
-                    certificate = found.get(change.certificate_id)
-                    if certificate is None:
-                        continue
-                    yield CertificateStatusChange(
-                        certificate=Certificate.from_model(certificate),
-                        previous_status=change.previous_status,
-                        status=change.status,
-                        changed_at=change.changed_at,
-                        cursor=encode_change_cursor(change.position),
-                    )
+                    event = await _read_change(reader, tenant_id, change)
+                    if event is not None:
+                        yield event
             except SubscriberLagging:
-                raise GraphQLError(
-                    "This subscription fell too far behind and was ended: subscribe again with "
-                    "`after` set to the last cursor you received to get every change since.",
-                    extensions={"code": LAGGING},
-                ) from None
+                raise lagging_error() from None
