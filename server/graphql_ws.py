@@ -3,6 +3,8 @@
 A socket authenticates on `connection_init` (token in the payload or the upgrade request's
 header) and is closed with 4401 without a token, 4403 with an unknown one, 4408 when it never
 initialises; each subscription is admitted against the per-connection and per-tenant caps.
+Over graphql-transport-ws, live subscriptions that sockets ask alike run once, their results
+sent to each (`server.multiplex`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
@@ -33,10 +36,14 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     ErrorMessage as LegacyErrorMessage,
 )
+from strawberry.utils.aio import aclosing
 
 from resolvers.context import Context
+from server.multiplex import Multiplexer
 
 if TYPE_CHECKING:
+    from strawberry.schema.schema import StreamResult
+
     from server.graphql_app import GraphQLEndpoint
 
 CLOSE_NO_TOKEN = 4401
@@ -60,7 +67,36 @@ class SocketRefused(Exception):
         self.reason = reason
 
 
+# Live subscriptions asked alike by many sockets run once (see `server.multiplex`).
+multiplexer = Multiplexer()
+
+
 class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def _send_result_stream(
+        self, operation: Operation[Context, None], result_source: StreamResult
+    ) -> None:
+        # Strawberry's hook between running an operation and sending its results: a live
+        # subscription others ask alike sends its group's results instead of its own (created,
+        # never started, and closed by Strawberry).
+        caller = self.context.caller
+        shared = (
+            None
+            if caller is None
+            else multiplexer.join(
+                self.schema,
+                cast("GraphQLEndpoint", self.view).services,
+                caller,
+                operation.query,
+                operation.variables,
+                operation.operation_name,
+            )
+        )
+        if shared is None:
+            await super()._send_result_stream(operation, result_source)
+            return
+        async with aclosing(shared):
+            await super()._send_result_stream(operation, shared)
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
             await super().handle_connection_init(message)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+from domain.model import Certificate, TenantId
 from resolvers.context import Caller, Context
+from resolvers.reading import CertificateReader
 from tests.resolvers.conftest import Api, eventually
 
 SUBSCRIPTION = """
@@ -157,3 +160,61 @@ async def test_a_connection_context_reads_fresh_data_for_every_operation(api: Ap
     assert before.data["certificate"]["status"] == "PENDING_DOMAIN_VERIFICATION"
     assert after.data["certificate"]["status"] == "CA_VERIFYING_WITHDRAWAL"
     assert len(after.data["certificate"]["events"]) == len(before.data["certificate"]["events"]) + 1
+
+
+async def test_subscribers_asking_the_same_share_one_execution_per_change(api: Api) -> None:
+    certificate_id = await api.applied()
+    # As over WebSockets: one set of services for every connection, one context per connection.
+    first = api.context(api.acme, cache=False)
+    second = Context(first.services, api.acme, cache_loads=False)
+    third = Context(first.services, api.acme, cache_loads=False)
+    async with (
+        subscribed(api, api.acme, context=first) as one,
+        subscribed(api, api.acme, context=second) as same,
+        subscribed(api, api.acme, [certificate_id], context=third) as other_variables,
+    ):
+        await api.data(WITHDRAW, {"id": certificate_id})
+        shared, again, own = [await s.next() for s in (one, same, other_variables)]
+    assert again is shared
+    assert own == shared and own is not shared
+
+
+class GatedReader:
+    """A reader whose reads of certificates wait until let through, and are counted."""
+
+    def __init__(self, reader: CertificateReader) -> None:
+        self._reader = reader
+        self.asked = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    async def certificates(
+        self, tenant_id: TenantId, ids: Sequence[str]
+    ) -> Mapping[str, Certificate]:
+        self.reads += 1
+        self.asked.set()
+        await self.gate.wait()
+        return await self._reader.certificates(tenant_id, ids)
+
+
+async def test_a_subscriber_leaving_during_a_shared_read_leaves_the_others_their_change(
+    api: Api,
+) -> None:
+    certificate_id = await api.applied()
+    plain = api.context(api.acme, cache=False).services
+    reader = GatedReader(plain.reader)
+    services = dataclasses.replace(plain, reader=reader)
+    leaving_context = Context(services, api.acme, cache_loads=False)
+    staying_context = Context(services, api.acme, cache_loads=False)
+    async with subscribed(api, api.acme, context=staying_context) as staying:
+        async with subscribed(api, api.acme, context=leaving_context):
+            await api.data(WITHDRAW, {"id": certificate_id})
+            async with asyncio.timeout(10):
+                await reader.asked.wait()
+        reader.gate.set()
+        change = await staying.next()
+    assert change["certificate"]["id"] == certificate_id
+    assert reader.reads == 1
