@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry, Gauge
 from domain.ports import CertificateAuthority, ChangePublisher
 from domain.service import CertificateService
 from server.broker import Broker
-from server.ca.acme import build_acme_ca
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
@@ -52,6 +51,9 @@ class Container:
             )
             ca = self.sim_ca
         else:
+            # Imported only when used: the ACME client (acme, josepy, requests) is ~6 MiB.
+            from server.ca.acme import build_acme_ca
+
             ca = build_acme_ca(settings, self.engine, self.clock.now)
         self.ca = ca
         self.service = CertificateService(self.uow, ca, self.clock, self.publisher)
