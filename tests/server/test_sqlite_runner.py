@@ -1,0 +1,77 @@
+"""SQLite work run whole on the event loop, and off it while another connection holds the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.db import create_engine, reading, run_write
+
+SETTING = "INSERT INTO simca_settings (key, value) VALUES (:key, :value)"
+
+
+@pytest.fixture
+async def engine(migrated_sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    built = create_engine(migrated_sqlite_url)
+    yield built
+    await built.dispose()
+
+
+@pytest.fixture
+def other_writer(migrated_sqlite_url: str) -> Iterator[sqlite3.Connection]:
+    """Another connection to the file, holding SQLite's write lock until it commits."""
+    path = make_url(migrated_sqlite_url).database
+    assert path is not None
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("BEGIN IMMEDIATE")
+    yield connection
+    if connection.in_transaction:
+        connection.execute("COMMIT")
+    connection.close()
+
+
+def store(key: str) -> Callable[[Connection], None]:
+    def write(connection: Connection) -> None:
+        connection.execute(text(SETTING), {"key": key, "value": "1"})
+
+    return write
+
+
+def count_settings(connection: Connection) -> int:
+    return int(connection.execute(text("SELECT count(*) FROM simca_settings")).scalar_one())
+
+
+async def test_writes_wait_for_a_lock_held_elsewhere_without_holding_up_the_event_loop(
+    engine: AsyncEngine, other_writer: sqlite3.Connection
+) -> None:
+    first = asyncio.create_task(run_write(engine, store("first")))
+    second = asyncio.create_task(run_write(engine, store("second")))
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not first.done() and not second.done()
+    async with reading(engine) as read:
+        # Readers go on meanwhile (WAL), and see nothing uncommitted.
+        assert await read(count_settings) == 0
+    other_writer.execute("COMMIT")
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
+    async with reading(engine) as read:
+        assert await read(count_settings) == 2
+
+
+async def test_a_write_that_raises_leaves_nothing_behind(engine: AsyncEngine) -> None:
+    def half_done(connection: Connection) -> None:
+        connection.execute(text(SETTING), {"key": "half", "value": "1"})
+        raise LookupError("changed its mind")
+
+    with pytest.raises(LookupError):
+        await run_write(engine, half_done)
+    async with reading(engine) as read:
+        assert await read(count_settings) == 0
