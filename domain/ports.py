@@ -40,30 +40,35 @@ class CertificateRepository(Protocol):
 
     async def get_withdrawal(self, withdrawal_id: WithdrawalId) -> Withdrawal | None: ...
 
-    async def add(self, certificate: Certificate) -> None: ...
+    def add(self, certificate: Certificate) -> None:
+        """Queue a new certificate, written by the unit of work's `commit()`."""
+        ...
 
-    async def save(self, certificate: Certificate, expected_version: int) -> bool:
-        """Write the aggregate's changes if the stored version is still `expected_version`."""
+    def save(self, certificate: Certificate, expected_version: int) -> None:
+        """Queue the aggregate's changes, written by `commit()` only if the stored version is
+        still `expected_version`."""
         ...
 
 
 class IdempotencyKeys(Protocol):
     async def find(self, tenant_id: TenantId, operation: str, key: str) -> StoredAnswer | None: ...
 
-    async def remember(
+    def remember(
         self,
         tenant_id: TenantId,
         operation: str,
         key: str,
         certificate_id: CertificateId,
         withdrawal_id: WithdrawalId,
-    ) -> bool:
-        """Store the answer; False when the key was taken meanwhile (the caller rolls back)."""
+    ) -> None:
+        """Queue the answer, stored by `commit()` only if the key is still free."""
         ...
 
 
 class UnitOfWork(Protocol):
-    """One transaction. Leaving the block without `commit()` rolls back."""
+    """One service call's reads, or (opened with `write=True`) its changes, queued on the
+    repositories and written in one transaction by `commit()`. Leaving the block without
+    `commit()` drops them."""
 
     @property
     def certificates(self) -> CertificateRepository: ...
@@ -80,7 +85,10 @@ class UnitOfWork(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def commit(self) -> None: ...
+    async def commit(self) -> bool:
+        """Write the queued changes in one transaction; False, with nothing written, when a
+        compare-and-set failed or an idempotency key was taken meanwhile."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -30,6 +30,7 @@ from domain.ports import (
     ChangePublisher,
     Clock,
     StatusChange,
+    UnitOfWork,
     UnitOfWorkFactory,
 )
 from domain.results import (
@@ -157,9 +158,9 @@ class CertificateService:
 
     async def _save(self, certificate: Certificate, expected_version: int) -> bool:
         async with self._uow(write=True) as uow:
-            if not await uow.certificates.save(certificate, expected_version):
+            uow.certificates.save(certificate, expected_version)
+            if not await uow.commit():
                 return False
-            await uow.commit()
         await self._publisher.publish(status_changes(certificate))
         return True
 
@@ -203,7 +204,7 @@ class CertificateService:
             now=self._clock.now(),
         )
         async with self._uow(write=True) as uow:
-            await uow.certificates.add(certificate)
+            uow.certificates.add(certificate)
             await uow.commit()
         await self._publisher.publish(status_changes(certificate))
         return CertificateChanged(certificate)
@@ -344,10 +345,12 @@ class CertificateService:
                 "input.idempotencyKey", f"An idempotency key has 1 to {MAX_KEY} characters."
             )
         for _ in range(ATTEMPTS):
-            replay = await self._replay(tenant_id, certificate_id, idempotency_key)
-            if replay is not None:
-                return replay
-            certificate = await self._load(tenant_id, certificate_id)
+            # The key's earlier answer and the certificate, in one unit of work.
+            async with self._uow() as uow:
+                replay = await self._replay(uow, tenant_id, certificate_id, idempotency_key)
+                if replay is not None:
+                    return replay
+                certificate = await uow.certificates.get(tenant_id, CertificateId(certificate_id))
             if certificate is None:
                 return NotFound(certificate_id)
             if certificate.status is S.CA_VERIFYING_DELETION:
@@ -356,7 +359,8 @@ class CertificateService:
                 return WithdrawalNotAllowed(certificate, WithdrawalBlockReason.REVOCATION_REQUESTED)
             if not certificate.allows(CertificateAction.WITHDRAW_APPLICATION):
                 # A request with the same key may have just won: answer as it was answered.
-                replay = await self._replay(tenant_id, certificate_id, idempotency_key)
+                async with self._uow() as uow:
+                    replay = await self._replay(uow, tenant_id, certificate_id, idempotency_key)
                 return replay or self._refuse(
                     certificate,
                     CertificateAction.WITHDRAW_APPLICATION,
@@ -391,32 +395,32 @@ class CertificateService:
         withdrawal: Withdrawal,
     ) -> bool:
         async with self._uow(write=True) as uow:
-            if not await uow.certificates.save(certificate, expected):
+            uow.certificates.save(certificate, expected)
+            if key is not None:
+                uow.idempotency.remember(
+                    certificate.tenant_id, WITHDRAW, key, certificate.id, withdrawal.id
+                )
+            if not await uow.commit():
                 return False
-            if key is not None and not await uow.idempotency.remember(
-                certificate.tenant_id, WITHDRAW, key, certificate.id, withdrawal.id
-            ):
-                return False
-            await uow.commit()
         await self._publisher.publish(status_changes(certificate))
         return True
 
+    @staticmethod
     async def _replay(
-        self, tenant_id: TenantId, certificate_id: str, key: str | None
+        uow: UnitOfWork, tenant_id: TenantId, certificate_id: str, key: str | None
     ) -> WithdrawResult | None:
         if key is None:
             return None
-        async with self._uow() as uow:
-            stored = await uow.idempotency.find(tenant_id, WITHDRAW, key)
-            if stored is None:
-                return None
-            if stored.certificate_id != certificate_id:
-                return InvalidInput(
-                    "input.idempotencyKey",
-                    "This idempotency key was used for another certificate.",
-                )
-            certificate = await uow.certificates.get(tenant_id, stored.certificate_id)
-            withdrawal = await uow.certificates.get_withdrawal(stored.withdrawal_id)
+        stored = await uow.idempotency.find(tenant_id, WITHDRAW, key)
+        if stored is None:
+            return None
+        if stored.certificate_id != certificate_id:
+            return InvalidInput(
+                "input.idempotencyKey",
+                "This idempotency key was used for another certificate.",
+            )
+        certificate = await uow.certificates.get(tenant_id, stored.certificate_id)
+        withdrawal = await uow.certificates.get_withdrawal(stored.withdrawal_id)
         if certificate is None or withdrawal is None:
             return None
         return WithdrawalSubmitted(certificate, withdrawal)

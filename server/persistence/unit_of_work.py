@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db import is_sqlite
-from server.persistence.repository import SqlCertificateRepository, SqlIdempotencyKeys
+from server.db import reading, run_write
+from server.persistence.repository import (
+    SqlCertificateRepository,
+    SqlIdempotencyKeys,
+    StaleWrite,
+    Write,
+)
 
 
 class SqlUnitOfWork:
+    """Opened for reading: reads (see `server.db.reading`). Opened for writing: changes are
+    queued and `commit()` writes them in one writer transaction (see `server.db.run_write`)."""
+
     certificates: SqlCertificateRepository
     idempotency: SqlIdempotencyKeys
 
@@ -20,17 +30,14 @@ class SqlUnitOfWork:
         self._engine = engine
         self._clock = clock
         self._write = write
-        self._connection: AsyncConnection | None = None
+        self._open = AsyncExitStack()
+        self._writes: list[Write] = []
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        connection = await self._engine.connect()
-        if self._write and is_sqlite(str(self._engine.url)):
-            connection = await connection.execution_options(sqlite_begin="IMMEDIATE")
-        await connection.begin()
-        self._connection = connection
+        read = None if self._write else await self._open.enter_async_context(reading(self._engine))
         now = self._clock()
-        self.certificates = SqlCertificateRepository(connection, now)
-        self.idempotency = SqlIdempotencyKeys(connection, now)
+        self.certificates = SqlCertificateRepository(read, now, self._writes)
+        self.idempotency = SqlIdempotencyKeys(read, now, self._writes)
         return self
 
     async def __aexit__(
@@ -39,17 +46,23 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._connection is not None
-        try:
-            if self._connection.in_transaction():
-                await self._connection.rollback()
-        finally:
-            await self._connection.close()
-            self._connection = None
+        # Changes not committed are dropped.
+        self._writes.clear()
+        await self._open.aclose()
 
-    async def commit(self) -> None:
-        assert self._connection is not None
-        await self._connection.commit()
+    async def commit(self) -> bool:
+        writes = list(self._writes)
+        self._writes.clear()
+
+        def transaction(connection: Connection) -> None:
+            for write in writes:
+                write(connection)
+
+        try:
+            await run_write(self._engine, transaction)
+        except StaleWrite:
+            return False
+        return True
 
 
 class SqlUnitOfWorkFactory:
