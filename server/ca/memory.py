@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from domain.ca import CaDecision
+from domain.ca import CaDecision, CaUnavailable
 from server.ca.orders import SimOrder
 from server.ca.x509 import TestRoot
 
@@ -69,6 +69,8 @@ class MemoryOrderBook:
         act: Callable[[SimOrder], dict[str, Any]],
         now: datetime,
     ) -> dict[str, Any] | None:
+        if not self.is_reachable:
+            raise CaUnavailable()
         async with self.locked(order_id) as order:
             if order is None:
                 return None

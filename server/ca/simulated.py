@@ -75,7 +75,8 @@ class OrderBook(Protocol):
         """Answer a request once per idempotency key. The first time, `act` changes the order
         and its answer is stored with the change (one transaction); a key seen before gets
         the stored answer and leaves the order alone. Either way the key's call count goes
-        up. None when there is no such order."""
+        up. None when there is no such order; `CaUnavailable` (and nothing changed) while the
+        CA is unreachable, checked in the same transaction."""
         ...
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]: ...
@@ -119,7 +120,6 @@ class SimulatedCa:
     async def _request(
         self, order_id: str, key: str, operation: str, act: Callable[[SimOrder], dict[str, Any]]
     ) -> dict[str, Any]:
-        await self._check()
         answer = await self.book.keyed_request(order_id, key, operation, act, self._clock())
         if answer is None:
             raise CaUnavailable(f"The CA does not know order {order_id}.")

@@ -7,16 +7,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.ca import CaDecision, DecisionKind
+from domain.ca import CaDecision, CaUnavailable, DecisionKind
 from domain.statuses import CertificateType
 from server.ca.decision_log import decisions_after
 from server.ca.orders import Review, SimOrder, Stage
 from server.ca.x509 import TestRoot, document_from_pem
-from server.db import write_transaction
+from server.db import run_write, write_transaction
 from server.persistence.mapping import records_from_json, records_to_json
 from server.persistence.tables import (
     SimCaDecisionRow,
@@ -90,6 +90,48 @@ def _decision_from_row(row: Any) -> CaDecision:
     )
 
 
+_REACHABLE = select(settings.c.value).where(settings.c.key == REACHABLE)
+_COUNT_CALL = (
+    update(requests).where(requests.c.key == bindparam("b_key")).values(calls=requests.c.calls + 1)
+)
+_LOAD = select(orders).where(orders.c.id == bindparam("b_id")).with_for_update()
+# The order, and whether the CA is reachable, in one read.
+_LOAD_FOR_REQUEST = _LOAD.add_columns(_REACHABLE.scalar_subquery().label("ca_reachable"))
+_ANSWER = select(requests.c.answer).where(requests.c.key == bindparam("b_key"))
+_RECORD_REQUEST = insert(requests)
+_STORE = update(orders).where(orders.c.id == bindparam("b_id"))
+
+
+def _load_order(connection: Connection, order_id: str) -> SimOrder | None:
+    """The order, locked for the rest of the transaction."""
+    row = connection.execute(_LOAD, {"b_id": order_id}).mappings().first()
+    return _order_from_row(row) if row else None
+
+
+def _store_order(connection: Connection, order: SimOrder) -> None:
+    """Write back the order's changes and log its new decisions."""
+    values = _order_values(order)
+    values["b_id"] = values.pop("id")
+    connection.execute(_STORE, values)
+    if order.new_decisions:
+        connection.execute(
+            insert(decisions),
+            [
+                {
+                    "order_id": d.order_id,
+                    "seq": d.seq,
+                    "kind": d.kind.value,
+                    "at": d.at,
+                    "issued_at": d.issued_at,
+                    "records": records_to_json(d.records),
+                    "message": d.message,
+                    "certificate_pem": d.document.pem if d.document else None,
+                }
+                for d in order.new_decisions
+            ],
+        )
+
+
 class SqlOrderBook:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -99,9 +141,7 @@ class SqlOrderBook:
 
     async def reachable(self) -> bool:
         async with self._engine.connect() as connection:
-            value = await connection.scalar(
-                select(settings.c.value).where(settings.c.key == REACHABLE)
-            )
+            value = await connection.scalar(_REACHABLE)
         return value != "0"
 
     async def set_reachable(self, flag: bool) -> None:
@@ -136,8 +176,11 @@ class SqlOrderBook:
 
     @asynccontextmanager
     async def locked(self, order_id: str) -> AsyncIterator[SimOrder | None]:
-        async with self._locked(order_id) as (_, order):
+        async with self._writing() as connection:
+            order = await connection.run_sync(_load_order, order_id)
             yield order
+            if order is not None:
+                await connection.run_sync(_store_order, order)
 
     async def keyed_request(
         self,
@@ -147,69 +190,37 @@ class SqlOrderBook:
         act: Callable[[SimOrder], dict[str, Any]],
         now: datetime,
     ) -> dict[str, Any] | None:
-        async with self._locked(order_id) as (connection, order):
-            if order is None:
+        def request(connection: Connection) -> dict[str, Any] | None:
+            bound = {"b_id": order_id, "b_key": key}
+            row = connection.execute(_LOAD_FOR_REQUEST, bound).mappings().first()
+            reachable = row["ca_reachable"] if row else connection.scalar(_REACHABLE)
+            if reachable == "0":
+                raise CaUnavailable()
+            if row is None:
                 return None
-            stored = await connection.scalar(select(requests.c.answer).where(requests.c.key == key))
+            # Read once the order is locked: on PostgreSQL a subquery of the locking statement
+            # would see the snapshot from before the wait, not the answer stored meanwhile.
+            stored = connection.scalar(_ANSWER, bound)
             if stored is not None:
-                await connection.execute(
-                    update(requests).where(requests.c.key == key).values(calls=requests.c.calls + 1)
-                )
+                connection.execute(_COUNT_CALL, bound)
                 return dict(stored)
+            order = _order_from_row(row)
             answer = act(order)
-            await connection.execute(
-                insert(requests).values(
-                    key=key,
-                    order_id=order_id,
-                    operation=operation,
-                    answer=answer,
-                    calls=1,
-                    created_at=now,
-                )
+            connection.execute(
+                _RECORD_REQUEST,
+                {
+                    "key": key,
+                    "order_id": order_id,
+                    "operation": operation,
+                    "answer": answer,
+                    "calls": 1,
+                    "created_at": now,
+                },
             )
+            _store_order(connection, order)
             return answer
 
-    @asynccontextmanager
-    async def _locked(
-        self, order_id: str
-    ) -> AsyncIterator[tuple[AsyncConnection, SimOrder | None]]:
-        """The order, locked in a transaction of its own, and that transaction's connection
-        (for writes that must commit with the order's changes)."""
-        async with self._writing() as connection:
-            row = (
-                (
-                    await connection.execute(
-                        select(orders).where(orders.c.id == order_id).with_for_update()
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                yield connection, None
-                return
-            order = _order_from_row(row)
-            yield connection, order
-            values = _order_values(order)
-            del values["id"]
-            await connection.execute(update(orders).where(orders.c.id == order_id).values(values))
-            if order.new_decisions:
-                await connection.execute(
-                    insert(decisions),
-                    [
-                        {
-                            "order_id": d.order_id,
-                            "seq": d.seq,
-                            "kind": d.kind.value,
-                            "at": d.at,
-                            "issued_at": d.issued_at,
-                            "records": records_to_json(d.records),
-                            "message": d.message,
-                            "certificate_pem": d.document.pem if d.document else None,
-                        }
-                        for d in order.new_decisions
-                    ],
-                )
+        return await run_write(self._engine, request)
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
         return await decisions_after(self._engine, decisions, cursors, _decision_from_row)
