@@ -3,6 +3,8 @@ revoke, add domains, delete; DV only."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -94,6 +96,18 @@ async def issue(api: AcmeApi, domain: str) -> Certificate:
     certificate = await apply(api, domain)
     await verify(api, certificate)
     return await api.settle(certificate.id, S.ISSUED)
+
+
+async def ca_decisions(api: AcmeApi, order_id: str, *, within: float = 30.0) -> list[str]:
+    """The CA's decisions on the order, once it has made one: Pebble validates and issues in
+    the background, so right after the domain check there may be none yet."""
+    deadline = time.monotonic() + within
+    while True:
+        logged = await ca_of(api).decisions({order_id: 0})
+        kinds = [decision.kind.value for decision in logged.get(order_id, ())]
+        if kinds or time.monotonic() > deadline:
+            return kinds
+        await asyncio.sleep(0.05)
 
 
 def ca_of(api: AcmeApi) -> AcmeCa:
@@ -194,8 +208,7 @@ async def test_withdrawing_after_the_ca_issued_answers_ca_already_approved(
     await verify(acme_api, certificate)
     assert certificate.ca_order_id is not None
     # The CA issues before the service hears of it (the worker has not applied the decision).
-    logged = await ca_of(acme_api).decisions({certificate.ca_order_id: 0})
-    assert [d.kind.value for d in logged[certificate.ca_order_id]] == ["ISSUED"]
+    assert await ca_decisions(acme_api, certificate.ca_order_id) == ["ISSUED"]
 
     refused = await acme_api.container.service.withdraw(acme_api.tenant, certificate.id)
 
