@@ -125,6 +125,10 @@ class SqliteRunner:
             self._thread, run, self._waiting, work
         )
 
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        return self._at_once, self._waiting
+
     def dispose(self) -> None:
         self._at_once.dispose()
         # That connection belongs to the thread (pysqlite checks): close it there.
@@ -167,6 +171,24 @@ def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
 
 # The runner of each SQLite engine made by `create_engine`, by its sync engine.
 _runners: WeakKeyDictionary[Engine, SqliteRunner] = WeakKeyDictionary()
+
+
+async def read_statement(engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+    """A read of one statement (`work` runs it), which needs no transaction around it: on
+    SQLite through the engine's `SqliteRunner` (at once, on the event loop: keep it to what an
+    index answers), elsewhere on a pooled connection in autocommit."""
+    runner = _runners.get(engine.sync_engine)
+    if runner is not None:
+        return await runner.read(work)
+    async with single_statement_reader(engine).connect() as connection:
+        return await connection.run_sync(work)
+
+
+def statement_engines(engine: AsyncEngine) -> tuple[Engine, ...]:
+    """Every engine that runs statements for `engine`: its own and its SQLite runner's (for
+    listeners that must see every statement)."""
+    runner = _runners.get(engine.sync_engine)
+    return (engine.sync_engine, *(runner.engines if runner is not None else ()))
 
 
 def single_statement_reader(engine: AsyncEngine) -> AsyncEngine:

@@ -1,7 +1,9 @@
 """Server layer: the API's read side over SQL (keyset pages, counts, batch loads).
 
-Implements `resolvers.reading.CertificateReader` with SQLAlchemy Core. Every call reads on a
-connection of its own, so concurrent resolvers never share one. Loads of certificates by id
+Implements `resolvers.reading.CertificateReader` with SQLAlchemy Core. Every call is one
+statement, its own transaction (`server.db.read_statement`: on SQLite at once on the event
+loop, on PostgreSQL a pooled connection in autocommit); counts, which may scan a tenant, run
+on aiosqlite's thread. Loads of certificates by id
 made in the same turn of the event loop, by any number of requests or subscriptions of one
 tenant, share one query (`SharedLoads`): a status change fanned out to 1,000 subscribers
 costs one read, not 1,000.
@@ -20,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     RowMapping,
     Select,
     UnaryExpression,
@@ -44,7 +47,7 @@ from resolvers.reading import (
     Position,
     SortField,
 )
-from server.db import single_statement_reader
+from server.db import read_statement, single_statement_reader
 from server.persistence.mapping import (
     certificate_from_row,
     certificates,
@@ -151,13 +154,16 @@ def page_query(
 
 class SqlCertificateReader:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = single_statement_reader(engine)
+        self._engine = engine
+        # Counts may scan a whole tenant: on a thread, not on the event loop (`read_statement`).
+        self._scans = single_statement_reader(engine)
         self._shared_certificates = SharedLoads[TenantId](self._certificate_rows)
 
     async def _rows(self, query: Select[Any]) -> Sequence[RowMapping]:
-        async with self._engine.connect() as connection:
-            rows: Sequence[RowMapping] = (await connection.execute(query)).mappings().all()
-        return rows
+        def rows(connection: Connection) -> Sequence[RowMapping]:
+            return connection.execute(query).mappings().all()
+
+        return await read_statement(self._engine, rows)
 
     async def page(
         self,
@@ -176,7 +182,7 @@ class SqlCertificateReader:
         query = (
             select(func.count()).select_from(certificates).where(*filter_clauses(tenant_id, where))
         )
-        async with self._engine.connect() as connection:
+        async with self._scans.connect() as connection:
             return int((await connection.execute(query)).scalar_one())
 
     async def certificates(

@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import RowMapping, insert, select
+from sqlalchemy import Connection, RowMapping, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.model import TenantId, new_id
-from server.db import single_statement_reader
+from server.db import read_statement, single_statement_reader
 from server.persistence.shared_loads import SharedLoads
 from server.persistence.tables import ApiTokenRow, Base, TenantRow
 
@@ -94,9 +94,11 @@ class TenantStore:
             .join(api_tokens, api_tokens.c.tenant_id == tenants.c.id)
             .where(api_tokens.c.token_hash.in_(hashes))
         )
-        async with self._reader.connect() as connection:
-            rows: Sequence[RowMapping] = (await connection.execute(query)).mappings().all()
-        return rows
+
+        def rows(connection: Connection) -> Sequence[RowMapping]:
+            return connection.execute(query).mappings().all()
+
+        return await read_statement(self._engine, rows)
 
     async def get(self, tenant_id: TenantId) -> Tenant | None:
         query = select(tenants.c.id, tenants.c.name).where(tenants.c.id == tenant_id)

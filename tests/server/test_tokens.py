@@ -11,7 +11,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import TenantId
-from server.db import create_engine
+from server.db import create_engine, statement_engines
 from server.migrate import upgrade
 from server.persistence.tenants import TenantStore
 from tests.support import run_cli
@@ -56,7 +56,8 @@ async def test_tokens_presented_together_share_one_query_and_each_gets_its_own_t
 ) -> None:
     acme, globex = await store.create_token("acme"), await store.create_token("globex")
     statements: list[str] = []
-    event.listen(engine.sync_engine, "before_cursor_execute", _record_into(statements))
+    for sync_engine in statement_engines(engine):
+        event.listen(sync_engine, "before_cursor_execute", _record_into(statements))
 
     found = await asyncio.gather(
         *(store.tenant_for_token(token) for token in [acme, globex, "cg_unknown", acme] * 25)
