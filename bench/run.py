@@ -181,13 +181,15 @@ def run_sqlite(bench: Bench, url: str, manifest: seeding.Manifest) -> None:
     log_dir = bench.run_dir
     certgraph = servers.certgraph("certgraph", url, log_dir)
     floor = servers.floor("floor", url, log_dir)
+    # For reference: the floor as first written, each statement on aiosqlite's thread.
+    plain_floor = servers.floor("floor-aiosqlite", url, log_dir, reads="aiosqlite")
     need_floor = bool(set(scenarios) & set("ab"))
     before = (
         [servers.certgraph("certgraph-before", url, log_dir, args.baseline.absolute())]
         if args.baseline
         else []
     )
-    stop = started(certgraph, *([floor] if need_floor else []), *before)
+    stop = started(certgraph, *([floor, plain_floor] if need_floor else []), *before)
     try:
         main_token = manifest.tokens[seeding.MAIN.format(1)]
         poll = HttpLoad(
@@ -202,14 +204,17 @@ def run_sqlite(bench: Bench, url: str, manifest: seeding.Manifest) -> None:
                 for i in manifest.poll_ids[:20]
             ]
             check_same_json(certgraph, floor, main_token, bodies)
+            check_same_json(certgraph, plain_floor, main_token, bodies)
             print("floor and certgraph answer the same JSON for (a) and (b)", flush=True)
         plan: dict[str, list[tuple[str, Server, HttpLoad]]] = {}
         if "a" in scenarios:
             load = console_load(main_token)
             plan["a"] = [("floor", floor, load), ("certgraph", certgraph, load)]
+            plan["a"].append(("floor-aiosqlite", plain_floor, load))
             plan["a"] += [("certgraph-before", b, load) for b in before]
         if "b" in scenarios:
             plan["b"] = [("floor", floor, poll), ("certgraph", certgraph, poll)]
+            plan["b"].append(("floor-aiosqlite", plain_floor, poll))
             plan["b"] += [("certgraph-before", b, poll) for b in before]
         if "d" in scenarios and manifest.deep_cursor:
             plan["d"] = deep_paging(certgraph, manifest)
@@ -222,6 +227,15 @@ def run_sqlite(bench: Bench, url: str, manifest: seeding.Manifest) -> None:
                     vs_floor(report, scenario, "certgraph-before", "floor")
                 stretch = " (stretch 0.80x)" if scenario == "a" else ""
                 ratio_target(report, scenario, title, f">= 0.60x{stretch}", "certgraph", "floor")
+                mine, plain = (
+                    report.row(scenario, "certgraph"),
+                    report.row(scenario, "floor-aiosqlite"),
+                )
+                if mine is not None and plain is not None:
+                    report.notes.append(
+                        f"({scenario}) certgraph vs floor-aiosqlite (each statement on "
+                        f"aiosqlite's thread): {mine.rps / plain.rps:.2f}x"
+                    )
         if "d" in plan:
             first, deep = (
                 report.row("d", "certgraph page 1"),

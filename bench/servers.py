@@ -106,13 +106,14 @@ def certgraph(name: str, database_url: str, log_dir: Path, root: Path = ROOT) ->
     )
 
 
-def floor(name: str, database_url: str, log_dir: Path) -> Server:
+def floor(name: str, database_url: str, log_dir: Path, *, reads: str = "runner") -> Server:
+    """The floor (`bench.floor`); `reads="aiosqlite"` for the one reading through aiosqlite."""
     port = free_port()
     argv = [str(BIN / "python"), "-m", "uvicorn", "bench.floor:app_from_env", "--factory"]
     return Server(
         name,
         [*argv, "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS],
-        _environment(database_url, {}, ROOT),
+        _environment(database_url, {"CERTGRAPH_FLOOR_READS": reads}, ROOT),
         port,
         log_dir / f"{name}.log",
     )

@@ -202,8 +202,9 @@ def single_statement_reader(engine: AsyncEngine) -> AsyncEngine:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    # JSON columns parsed by orjson: a page of certificates parses a few hundred.
+    # JSON columns through orjson: a page of certificates parses a few hundred.
     kwargs.setdefault("json_deserializer", orjson.loads)
+    kwargs.setdefault("json_serializer", _json_text)
     if not is_sqlite(url):
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)
@@ -217,6 +218,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     runner = _runners[engine.sync_engine] = SqliteRunner(engine.url, **json)
     event.listen(engine.sync_engine, "engine_disposed", lambda _: runner.dispose())
     return engine
+
+
+def _json_text(value: Any) -> str:
+    # Keys that are not strings become strings, as the standard library's `json` makes them.
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _limit_page_cache(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
