@@ -303,15 +303,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             complete = self._object_completer(item_type, field_details_list)
             if complete is not None:
                 try:
-                    items: list[Any] = []
-                    for item in result:
-                        if item is None:
-                            if item_non_null:
-                                raise _Irregular
-                            items.append(None)
-                        else:
-                            items.append(complete(item))
-                    return items
+                    return _complete_items(result, complete, item_non_null)
                 except Exception:
                     pass
         return super().complete_list_value(

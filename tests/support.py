@@ -1,4 +1,5 @@
-"""Test helpers: waiting on a condition with a deadline, and running the `certgraph` CLI."""
+"""Test helpers: waiting on a condition with a deadline, running the `certgraph` CLI, and
+counting the SQL statements a database runs."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.db import statement_engines
 
 CERTGRAPH = str(Path(sys.executable).parent / "certgraph")
 
@@ -50,3 +58,21 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@contextmanager
+def counting_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every statement run for `engine` meanwhile, its SQLite runner's included."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engines = statement_engines(engine)
+    for sync_engine in engines:
+        event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        for sync_engine in engines:
+            event.remove(sync_engine, "before_cursor_execute", record)

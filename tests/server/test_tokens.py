@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import TenantId
-from server.db import create_engine, statement_engines
+from server.db import create_engine
 from server.migrate import upgrade
 from server.persistence.tenants import TenantStore
-from tests.support import run_cli
+from tests.support import counting_statements, run_cli
 
 
 @pytest.fixture
@@ -55,24 +55,14 @@ async def test_tokens_presented_together_share_one_query_and_each_gets_its_own_t
     store: TenantStore, engine: AsyncEngine
 ) -> None:
     acme, globex = await store.create_token("acme"), await store.create_token("globex")
-    statements: list[str] = []
-    for sync_engine in statement_engines(engine):
-        event.listen(sync_engine, "before_cursor_execute", _record_into(statements))
-
-    found = await asyncio.gather(
-        *(store.tenant_for_token(token) for token in [acme, globex, "cg_unknown", acme] * 25)
-    )
+    with counting_statements(engine) as statements:
+        found = await asyncio.gather(
+            *(store.tenant_for_token(token) for token in [acme, globex, "cg_unknown", acme] * 25)
+        )
 
     assert [tenant and tenant.name for tenant in found[:4]] == ["acme", "globex", None, "acme"]
     assert found[4:] == found[:4] * 24
     assert len([s for s in statements if "api_tokens" in s]) == 1
-
-
-def _record_into(statements: list[str]) -> Callable[..., None]:
-    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(statement)
-
-    return record
 
 
 async def test_an_unknown_token_resolves_to_no_tenant(store: TenantStore) -> None:
