@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from gql import Client, GraphQLRequest
@@ -207,3 +208,20 @@ async def wait_for_subscribers(server: Server, tenant_id: TenantId, count: int =
         if time.monotonic() > deadline:
             raise AssertionError("the subscription never reached the server")
         await asyncio.sleep(0.02)
+
+
+async def bearer(server: Server, tenant: str = "acme") -> dict[str, str]:
+    """The header of a fresh token of `tenant`."""
+    token, _ = await server.token(tenant)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def post(
+    server: Server,
+    json: Any = None,
+    *,
+    content: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(server.graphql_url, json=json, content=content, headers=headers)

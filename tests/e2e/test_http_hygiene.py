@@ -16,27 +16,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.e2e.conftest import LEGACY_WS, TRANSPORT_WS, Server, ServerFactory
+from tests.e2e.conftest import LEGACY_WS, TRANSPORT_WS, Server, ServerFactory, bearer, post
 
 VIEWER = "{ viewer { tenant { name } } }"
 CHANGES = "subscription { certificateStatusChanged { status } }"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
-
-
-async def bearer(server: Server, tenant: str = "acme") -> dict[str, str]:
-    token, _ = await server.token(tenant)
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def post(
-    server: Server,
-    json: Any = None,
-    *,
-    content: bytes | str | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30) as client:
-        return await client.post(server.graphql_url, json=json, content=content, headers=headers)
 
 
 # ---- media types

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from server.db import create_engine
 from server.persistence.mapping import events
 from server.settings import Settings
-from tests.e2e.conftest import Server, ServerFactory
+from tests.e2e.conftest import Server, ServerFactory, bearer, post
 
 # What no response may show: a traceback, source files, SQL, driver names, file system paths.
 INTERNALS = re.compile(
@@ -51,22 +51,6 @@ OVER_LIMITS = {
 def production(start_server: ServerFactory) -> Server:
     """The defaults of a production deployment (sandbox off), over the test's database."""
     return start_server(env="production", sandbox=False)
-
-
-async def bearer(server: Server, tenant: str = "acme") -> dict[str, str]:
-    token, _ = await server.token(tenant)
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def post(
-    server: Server,
-    json: Any = None,
-    *,
-    content: bytes | str | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30) as client:
-        return await client.post(server.graphql_url, json=json, content=content, headers=headers)
 
 
 def assert_no_internals(response: httpx.Response) -> None:
