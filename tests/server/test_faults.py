@@ -440,6 +440,9 @@ async def rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
 # ---- (c) the server SIGKILLed in the middle of withdrawals
 
 
+WITHDRAWALS_TO_KILL = 200
+
+
 async def test_withdrawals_acknowledged_before_a_sigkill_are_there_exactly_once(
     tmp_path: Path,
 ) -> None:
@@ -453,7 +456,9 @@ async def test_withdrawals_acknowledged_before_a_sigkill_are_there_exactly_once(
     with serving(url, log) as service:
         client = Client(service, token)
         try:
-            for n in range(60):
+            # Enough that both kills land with withdrawals still queued: the service answers
+            # hundreds a second, and the kill comes up to a polling interval late.
+            for n in range(WITHDRAWALS_TO_KILL):
                 data = await client.call(CREATE, name=f"kill-{n}")
                 assert data is not None
                 certificate_id = data["createCertificate"]["certificate"]["id"]
