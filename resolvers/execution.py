@@ -13,8 +13,6 @@ errors, their paths and null propagation are exactly graphql-core's.
 
 from __future__ import annotations
 
-import functools
-import keyword
 from collections.abc import Callable
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -142,6 +140,10 @@ def _checks_type_itself(object_type: GraphQLObjectType) -> bool:
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    # The off switch (`CERTGRAPH_FAST_EXECUTOR=0`, see `resolvers.schema.build_schema`): every
+    # field then goes graphql-core's regular way, which answers the same (tests prove it).
+    fast = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # id(grouped field set) -> (the set, kept alive so its id stays unique; its plan)
@@ -224,7 +226,11 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Strawberry passes a middleware manager; it is empty unless an extension of ours
         # wraps resolvers, and then every field goes the regular way.
         middleware = self.middleware_manager
-        return position_context is None and not (middleware is not None and middleware.middlewares)
+        return (
+            self.fast
+            and position_context is None
+            and not (middleware is not None and middleware.middlewares)
+        )
 
     def execute_fields(
         self,
@@ -311,42 +317,37 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         )
 
 
-# ---- runners: the plain fields of a selection read and completed by a function of its own
+# ---- runners: the plain fields of a selection read and completed in one loop
 #
-# A runner is generated Python: one straight-line function per shape of plain fields that
-# reads each value (`source.name`) and completes it, with the checks that send the selection
-# the regular way. The generic loop it replaces was ~30% of a console page's CPU, most of it
-# the loop itself. Into the code go only the response keys (as literals) and attribute names
-# checked to be identifiers; the readers and completers are passed in, so the code of a
-# shape is compiled once and serves every request with that shape.
-
-# (response key, kind, attribute read or None for another reader, non-null?, non-null items?)
-Shape = tuple[tuple[str, int, str | None, bool, bool], ...]
-# Distinct shapes come from distinct documents: bounded like the parser's cache.
-SHAPES_CACHED = 1_000
+# The plan is computed once per selection set and request; running it is a loop over tuples
+# with no `Path`, no resolve info and no recursion into graphql-core. (Generating straight-line
+# code per shape was measured at only 8-10% faster than this loop, not worth `exec`.)
 
 
 def _runner(plain: list[Plain]) -> Runner:
-    shape = tuple(
-        (name, kind, _attribute(read), non_null, item_non_null)
-        for name, kind, read, _, non_null, item_non_null in plain
+    steps = tuple(
+        (name, kind in (LEAVES, OBJECTS), read, complete, non_null, item_non_null)
+        for name, kind, read, complete, non_null, item_non_null in plain
     )
-    readers = [read for _, _, read, _, _, _ in plain]
-    completers = [complete for _, _, _, complete, _, _ in plain]
-    make: Callable[..., Runner] = _compile(shape)
-    return make(readers, completers, _Irregular, Undefined, _complete_items)
 
+    def run(source: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, is_list, read, complete, non_null, item_non_null in steps:
+            value = read(source)
+            if value is None:
+                if non_null:
+                    raise _Irregular
+                values[name] = None
+            elif is_list:
+                values[name] = _complete_items(value, complete, item_non_null)
+            else:
+                completed = complete(value)
+                if completed is None or completed is Undefined:
+                    raise _Irregular
+                values[name] = completed
+        return values
 
-def _attribute(read: Callable[[Any], Any]) -> str | None:
-    """The attribute an `attrgetter` of one plain name reads, else None."""
-    if not isinstance(read, attrgetter):
-        return None
-    reduced = read.__reduce__()  # (attrgetter, (the names it reads,))
-    names: tuple[Any, ...] = reduced[1] if isinstance(reduced, tuple) else ()
-    name = names[0] if len(names) == 1 else None
-    if isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name):
-        return name
-    return None
+    return run
 
 
 def _complete_items(value: Any, complete: Callable[[Any], Any], non_null: bool) -> list[Any]:
@@ -364,29 +365,3 @@ def _complete_items(value: Any, complete: Callable[[Any], Any], non_null: bool) 
             raise _Irregular
         items.append(completed)
     return items
-
-
-@functools.lru_cache(maxsize=SHAPES_CACHED)
-def _compile(shape: Shape) -> Callable[..., Runner]:
-    lines = ["def make(r, k, Irregular, Undefined, items):"]
-    lines += [f"    r{i}, k{i} = r[{i}], k[{i}]" for i in range(len(shape))]
-    lines.append("    def run(source):")
-    for i, (_, kind, attribute, non_null, item_non_null) in enumerate(shape):
-        read = f"source.{attribute}" if attribute is not None else f"r{i}(source)"
-        lines.append(f"        v = {read}")
-        lines.append("        if v is None:")
-        lines.append("            raise Irregular" if non_null else f"            c{i} = None")
-        lines.append("        else:")
-        if kind in (LEAF, OBJECT):
-            lines.append(f"            c{i} = k{i}(v)")
-            lines.append(f"            if c{i} is None or c{i} is Undefined:")
-            lines.append("                raise Irregular")
-        else:
-            lines.append(f"            c{i} = items(v, k{i}, {item_non_null!r})")
-    values = ", ".join(f"{name!r}: c{i}" for i, (name, *_) in enumerate(shape))
-    lines.append(f"        return {{{values}}}")
-    lines.append("    return run")
-    namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), "<certgraph runner>", "exec"), namespace)
-    make: Callable[..., Runner] = namespace["make"]
-    return make

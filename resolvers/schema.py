@@ -17,6 +17,12 @@ from resolvers.types import Certificate, Withdrawal
 CACHE_SIZE = 512
 
 
+class PlainEventExecutor(SharedEventExecutor):
+    """graphql-core's regular execution of every field (the fast path's off switch)."""
+
+    fast = False
+
+
 @strawberry.type(name="Mutation")
 class MutationWithSandbox(Mutation, SandboxMutation):
     pass
@@ -29,6 +35,7 @@ def build_schema(
     introspection: bool = True,
     limits: QueryLimits | None = None,
     is_outage: OutagePredicate = never,
+    fast_executor: bool = True,
 ) -> strawberry.Schema:
     """The API schema. `production` masks unexpected errors and drops suggestions; `limits`
     refuses operations that are too big (see `resolvers.limits`)."""
@@ -54,7 +61,7 @@ def build_schema(
         config=StrawberryConfig(disable_field_suggestions=production),
         # Plain leaf fields skip graphql-core's per-field machinery (resolvers.execution);
         # subscribers that would get the same result share one execution per event.
-        execution_context_class=SharedEventExecutor,
+        execution_context_class=SharedEventExecutor if fast_executor else PlainEventExecutor,
     )
 
 

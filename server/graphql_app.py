@@ -352,6 +352,7 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
             max_directives=settings.max_directives,
         ),
         is_outage=is_outage,
+        fast_executor=settings.fast_executor,
     )
     return GraphQLEndpoint(
         schema,

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     env: Literal["production", "development"] = "production"
     # None: follow `env`; an explicit value wins.
     graphiql: bool | None = None
+    # 0: every field goes graphql-core's regular way instead of the plain-field fast path
+    # (resolvers.execution); the answers are the same (tests/resolvers/test_executor_parity.py).
+    fast_executor: bool = True
     max_body_bytes: int = Field(default=1_048_576, gt=0)
 
     # Query limits (README "Security"): each refusal is a GraphQL error with a stable code.
