@@ -37,10 +37,10 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, select, text
 
 from bench import dataset
+from domain.reading import Position, SortField
 from domain.statuses import CertificateStatus
 from resolvers.connection import encode_cursor
 from resolvers.ids import CERTIFICATE, to_global_id
-from resolvers.reading import Position, SortField
 from server.db import create_engine
 from server.migrate import head_revisions, upgrade
 from server.persistence.mapping import certificates

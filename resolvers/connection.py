@@ -13,11 +13,12 @@ import strawberry
 from graphql import GraphQLError
 
 from domain import model as dm
+from domain import reading
 from domain.model import TenantId
-from resolvers import fields, reading
+from domain.reading import DATETIME_FIELDS, Ordering, Page, PageRequest, Position, sort_key
+from resolvers import fields
 from resolvers.context import Context
 from resolvers.enums import CertificateStatus, CertificateType, OrderDirection, SortField
-from resolvers.reading import DATETIME_FIELDS, Ordering, Page, PageRequest, Position, sort_key
 from resolvers.types import Certificate
 
 MAX_PAGE = 100

@@ -12,8 +12,8 @@ from strawberry.dataloader import DataLoader
 
 from domain.model import Certificate, CertificateDocument, CertificateEvent, TenantId, Withdrawal
 from domain.ports import ChangePosition, StatusChange
+from domain.reading import CertificateReader
 from domain.service import CertificateService, SandboxDecision
-from resolvers.reading import CertificateReader
 
 
 class ChangeFeed(Protocol):

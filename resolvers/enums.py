@@ -10,6 +10,7 @@ from enum import StrEnum
 
 import strawberry
 
+from domain.reading import SortField
 from domain.service import SandboxDecision
 from domain.statuses import (
     CertificateAction,
@@ -21,7 +22,6 @@ from domain.statuses import (
     WithdrawalFailureReason,
     WithdrawalStatus,
 )
-from resolvers.reading import SortField
 
 __all__ = [
     "CertificateAction",

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
 
+from domain.reading import CertificateFilter, Ordering
 from resolvers import fields
 from resolvers.connection import (
     DEFAULT_PAGE,
@@ -19,7 +20,6 @@ from resolvers.connection import (
 )
 from resolvers.context import Context
 from resolvers.ids import CERTIFICATE, WITHDRAWAL, from_global_id, local_id
-from resolvers.reading import CertificateFilter, Ordering
 from resolvers.types import Certificate, Node, Viewer, Withdrawal
 
 

@@ -22,13 +22,13 @@ from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationDefin
 
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, StatusChange
+from domain.reading import CertificateReader
 from resolvers import fields
 from resolvers.connection import BadUserInput
 from resolvers.context import Caller, Context, Services, SubscriberLagging
 from resolvers.enums import CertificateStatus
 from resolvers.execution import FastExecutionContext
 from resolvers.ids import CERTIFICATE, local_id
-from resolvers.reading import CertificateReader
 from resolvers.types import Certificate
 
 LAGGING = "SUBSCRIBER_LAGGING"

@@ -1,6 +1,6 @@
 """Server layer: the API's read side over SQL (keyset pages, counts, batch loads).
 
-Implements `resolvers.reading.CertificateReader` with SQLAlchemy Core. Every call is one
+Implements `domain.reading.CertificateReader` with SQLAlchemy Core. Every call is one
 statement, its own transaction (`server.db.read_statement`: on SQLite at once on the event
 loop, on PostgreSQL a pooled connection in autocommit); counts, which may scan a tenant, run
 on aiosqlite's thread. Loads of certificates by id
@@ -37,8 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import lifecycle
 from domain.model import Certificate, CertificateDocument, CertificateEvent, TenantId, Withdrawal
-from domain.statuses import CertificateStatus
-from resolvers.reading import (
+from domain.reading import (
     NULLABLE_FIELDS,
     CertificateFilter,
     Ordering,
@@ -47,6 +46,7 @@ from resolvers.reading import (
     Position,
     SortField,
 )
+from domain.statuses import CertificateStatus
 from server.db import read_statement, single_statement_reader
 from server.persistence.mapping import (
     certificate_from_row,

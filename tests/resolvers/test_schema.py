@@ -19,9 +19,9 @@ from graphql import (
 )
 from typer.testing import CliRunner
 
+from domain.reading import Page
 from resolvers.context import Context
 from resolvers.errors import error_code
-from resolvers.reading import Page
 from resolvers.schema import build_schema, export_sdl
 from server import cli
 from tests.resolvers.conftest import Api

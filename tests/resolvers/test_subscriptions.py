@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from domain.model import Certificate, TenantId
+from domain.reading import CertificateReader
 from resolvers.context import Caller, Context
-from resolvers.reading import CertificateReader
 from tests.resolvers.conftest import Api, eventually
 
 SUBSCRIPTION = """

@@ -1,4 +1,4 @@
-"""Resolver layer: the read side the API needs (lists, pages, batch loads), as a port.
+"""Domain layer: the read side the API needs (lists, pages, batch loads), as a port.
 
 `server.persistence.queries` implements `CertificateReader` over SQL; the resolvers only
 describe what to read. Every method reads in one short transaction of its own, so concurrent
