@@ -10,7 +10,7 @@ from enum import StrEnum
 
 import strawberry
 
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateAction,
     CertificateStatus,

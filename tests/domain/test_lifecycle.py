@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from domain import lifecycle
 from domain.lifecycle import TRANSITIONS, available_actions, is_allowed
 from domain.model import Certificate, TenantId, TransitionRefused
 from domain.statuses import (
@@ -137,3 +138,13 @@ def test_actions_per_status_match_the_specification() -> None:
     }
     for status, actions in expected.items():
         assert available_actions(status, DomainType.MULTIPLE, 1, 5) == actions, status
+
+
+def test_statuses_that_block_a_withdrawal_are_those_a_deletion_or_revocation_leads_to() -> None:
+    blocked = set(lifecycle.WITHDRAWAL_BLOCKS)
+    assert not blocked & lifecycle.WITHDRAWABLE
+    assert blocked == {
+        target
+        for kind, _, target in TRANSITIONS
+        if kind in (EventKind.DELETION_REQUESTED, EventKind.REVOCATION_REQUESTED)
+    }

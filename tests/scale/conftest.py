@@ -204,15 +204,15 @@ class Cluster:
         container = Container(
             Settings(database_url=self.database_url, **settings), run_background=False
         )
-        assert container.sim_ca is not None
-        ca = container.sim_ca
+        sandbox = container.sandbox
+        assert sandbox is not None
         gate = asyncio.Semaphore(12)
 
         async def one(number: int) -> CertificateId:
             async with gate:
                 return await drive_to(
                     container.service,
-                    ca,
+                    sandbox,
                     self.tenant,
                     CertificateStatus.PENDING_DOMAIN_VERIFICATION,
                     name=f"scale-{number:04}",

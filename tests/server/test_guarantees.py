@@ -17,7 +17,7 @@ from domain.results import (
     InvalidState,
     WithdrawalSubmitted,
 )
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, WithdrawalFailureReason, WithdrawalStatus
 from server.seed import drive_to
 from tests.server.conftest import Stack
@@ -29,7 +29,7 @@ S = CertificateStatus
 async def pending(stack: Stack, name: str) -> str:
     return await drive_to(
         stack.service,
-        stack.ca,
+        stack.sandbox,
         stack.tenant,
         S.PENDING_DOMAIN_VERIFICATION,
         name=name,

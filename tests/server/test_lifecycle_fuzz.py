@@ -33,7 +33,8 @@ from domain.results import (
     CertificateChanged,
     WithdrawalSubmitted,
 )
-from domain.service import Application, SandboxDecision
+from domain.commands import Application
+from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateStatus,
     CertificateType,
@@ -103,7 +104,7 @@ class Lifecycle(RuleBasedStateMachine):
         certificate = self.run(
             drive_to(
                 stack.service,
-                stack.ca,
+                stack.sandbox,
                 stack.tenant,
                 status,
                 name="seed",

@@ -21,7 +21,8 @@ from domain.results import (
     WithdrawalNotAllowed,
     WithdrawalSubmitted,
 )
-from domain.service import Application, SandboxDecision
+from domain.commands import Application
+from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateStatus,
     CertificateType,
@@ -44,14 +45,14 @@ WITHDRAWABLE = [
 
 
 async def make(stack: Stack, status: CertificateStatus, name: str = "web") -> Certificate:
-    service, ca = stack.service, stack.ca
+    service, sandbox = stack.service, stack.sandbox
     if status is S.EXPIRED:
         # Issued long enough ago to have expired: the same database, a clock in the past.
         past = await build_stack("", ShiftedClock(timedelta(days=-800)), stack.engine)
-        service, ca = past.service, past.ca
+        service, sandbox = past.service, past.sandbox
     certificate_id = await drive_to(
         service,
-        ca,
+        sandbox,
         stack.tenant,
         status,
         name=name,
@@ -249,7 +250,7 @@ async def test_a_retry_with_the_same_key_returns_the_first_answer(sqlite_stack: 
     assert again.certificate.status is S.PENDING_APPLICATION
     other = await make(sqlite_stack, S.PENDING_DOMAIN_VERIFICATION, "other")
     reuse = await service.withdraw(tenant, other.id, "retry-1")
-    assert isinstance(reuse, InvalidInput) and reuse.field == "input.idempotencyKey"
+    assert isinstance(reuse, InvalidInput) and reuse.field == "idempotency_key"
     # Keys are scoped to the tenant.
     assert isinstance(
         await service.withdraw(sqlite_stack.other_tenant, other.id, "retry-1"), NotFound
@@ -260,7 +261,7 @@ async def test_a_retry_with_the_same_key_returns_the_first_answer(sqlite_stack: 
 async def test_idempotency_keys_have_1_to_128_characters(sqlite_stack: Stack, key: str) -> None:
     certificate = await make(sqlite_stack, S.PENDING_DOMAIN_VERIFICATION)
     result = await sqlite_stack.service.withdraw(sqlite_stack.tenant, certificate.id, key)
-    assert isinstance(result, InvalidInput) and result.field == "input.idempotencyKey"
+    assert isinstance(result, InvalidInput) and result.field == "idempotency_key"
 
 
 async def test_verify_domain_records_a_request_and_bumps_the_version_only(
@@ -313,7 +314,7 @@ async def test_apply_publishes_one_txt_record_per_domain_and_checks_input(
     ]
     assert {r.type for r in certificate.domain_validation.records} == {"TXT"}
     over = await service.add_domains(tenant, cid, ["c.example.com", "d.example.com"])
-    assert isinstance(over, InvalidInput) and over.field == "input.domains"
+    assert isinstance(over, InvalidInput) and over.field == "domains"
 
 
 async def test_added_domains_get_records_once_the_ca_approves_them(sqlite_stack: Stack) -> None:
