@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 from sqlalchemy import select
 
+from domain.commands import Application
 from domain.model import Certificate, CertificateEvent
 from domain.results import (
     CaAlreadyApproved,
@@ -22,7 +23,6 @@ from domain.results import (
     InvalidInput,
     WithdrawalSubmitted,
 )
-from domain.commands import Application
 from domain.statuses import (
     CertificateStatus,
     CertificateType,

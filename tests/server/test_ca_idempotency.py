@@ -13,12 +13,12 @@ from domain.ca import OrderRequest, WithdrawalAnswer
 from domain.results import CertificateChanged, InvalidState, WithdrawalSubmitted
 from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, CertificateType, ValidationMethod
-from server.ca.memory import MemoryOrderBook
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.db import create_engine
 from server.seed import drive_to
 from tests.server.conftest import Stack
+from tests.server.memory_book import MemoryOrderBook
 
 S = CertificateStatus
 

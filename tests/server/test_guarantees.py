@@ -21,7 +21,7 @@ from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, WithdrawalFailureReason, WithdrawalStatus
 from server.seed import drive_to
 from tests.server.conftest import Stack
-from tests.support import cli_env, free_port
+from tests.support import cli_env, free_port, stop_process
 
 S = CertificateStatus
 
@@ -192,8 +192,7 @@ async def serve_until_status(
             assert time.monotonic() < deadline, "the restarted service never caught up"
             await asyncio.sleep(0.1)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_process(server, timeout=30)
 
 
 async def test_a_process_killed_after_accepting_a_withdrawal_resumes_after_restart(

@@ -27,13 +27,13 @@ from hypothesis.stateful import (
 from sqlalchemy import select
 
 from domain import lifecycle
+from domain.commands import Application
 from domain.results import (
     CaAlreadyApproved,
     CaUnreachable,
     CertificateChanged,
     WithdrawalSubmitted,
 )
-from domain.commands import Application
 from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateStatus,

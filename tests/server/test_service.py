@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
 
 from domain.ca import CaUnavailable
+from domain.commands import Application
 from domain.model import Certificate
 from domain.results import (
     CaAlreadyApproved,
@@ -21,7 +25,6 @@ from domain.results import (
     WithdrawalNotAllowed,
     WithdrawalSubmitted,
 )
-from domain.commands import Application
 from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateStatus,
@@ -33,6 +36,7 @@ from domain.statuses import (
     WithdrawalFailureReason,
     WithdrawalStatus,
 )
+from server.migrate import alembic_config
 from server.seed import ShiftedClock, drive_to
 from tests.server.conftest import Stack, build_stack
 
@@ -255,6 +259,31 @@ async def test_a_retry_with_the_same_key_returns_the_first_answer(sqlite_stack: 
     assert isinstance(
         await service.withdraw(sqlite_stack.other_tenant, other.id, "retry-1"), NotFound
     )
+
+
+async def test_keys_stored_before_the_operation_was_renamed_still_answer_retries(
+    sqlite_stack: Stack,
+) -> None:
+    certificate = await make(sqlite_stack, S.PENDING_DOMAIN_VERIFICATION)
+    service, tenant = sqlite_stack.service, sqlite_stack.tenant
+    first = await service.withdraw(tenant, certificate.id, "before-0004")
+    assert isinstance(first, WithdrawalSubmitted)
+
+    def migrate(connection: Connection, step: Callable[[Config, str], None], to: str) -> None:
+        config = alembic_config(str(sqlite_stack.engine.url))
+        config.attributes["connection"] = connection
+        step(config, to)
+
+    # Back to the revision that stored the GraphQL field's name, then up again.
+    async with sqlite_stack.engine.begin() as connection:
+        await connection.run_sync(migrate, command.downgrade, "0003")
+        stored = await connection.scalar(text("SELECT operation FROM idempotency_keys"))
+        assert stored == "withdrawApplication"
+        await connection.run_sync(migrate, command.upgrade, "head")
+
+    again = await service.withdraw(tenant, certificate.id, "before-0004")
+    assert isinstance(again, WithdrawalSubmitted)
+    assert again.withdrawal.id == first.withdrawal.id
 
 
 @pytest.mark.parametrize("key", ["", "x" * 129])
