@@ -105,51 +105,46 @@ class CertificateCommands(UseCase):
         ) -> Step[OrderPlaced, ChangeResult] | ChangeRefused:
             if not certificate.allows(A.APPLY):
                 return refuse(certificate, A.APPLY, "apply for")
-            refused = self._unsupported(certificate.type, application.method, "certificate_id")
-            if refused:
-                return refused
-            domains = check_domains(
-                application.domain,
-                application.additional_domains,
-                certificate.domain_type,
-                certificate.domain_quota,
+            order = self._order(certificate, application)
+            if not isinstance(order, OrderRequest):
+                return order
+            return Step(
+                lambda c, placed, now: applied(c, order, placed, now),
+                lambda _c, _key: self._ca.place_order(order),
             )
-            if isinstance(domains, InputProblem):
-                return invalid(domains)
-            organization = check_organization(
-                certificate.type, application.organization_name, application.organization_country
-            )
-            if isinstance(organization, InputProblem):
-                return invalid(organization)
-            request = OrderRequest(
-                # One order per certificate version: a retried submission finds the same order.
-                reference=f"{certificate.id}:{certificate.version}",
-                type=certificate.type,
-                domains=domains,
-                method=application.method,
-                organization_name=organization[0] if organization else None,
-                organization_country=organization[1] if organization else None,
-                validity_years=certificate.validity_years,
-            )
-
-            def applied(
-                c: Certificate, placed: OrderPlaced | None, now: datetime
-            ) -> CertificateChanged:
-                assert placed is not None
-                c.apply(
-                    domain=domains[0],
-                    additional_domains=domains[1:],
-                    method=application.method,
-                    organization=Organization(*organization) if organization else None,
-                    records=placed.records,
-                    ca_order_id=placed.order_id,
-                    now=now,
-                )
-                return CertificateChanged(c)
-
-            return Step(applied, lambda _c, _key: self._ca.place_order(request))
 
         return await self._change(tenant_id, certificate_id, rules)
+
+    def _order(
+        self, certificate: Certificate, application: Application
+    ) -> OrderRequest | InvalidInput:
+        """The order for the CA, once the application passed every check."""
+        refused = self._unsupported(certificate.type, application.method, "certificate_id")
+        if refused:
+            return refused
+        domains = check_domains(
+            application.domain,
+            application.additional_domains,
+            certificate.domain_type,
+            certificate.domain_quota,
+        )
+        if isinstance(domains, InputProblem):
+            return invalid(domains)
+        organization = check_organization(
+            certificate.type, application.organization_name, application.organization_country
+        )
+        if isinstance(organization, InputProblem):
+            return invalid(organization)
+        return OrderRequest(
+            # One order per certificate version: a retried submission finds the same order.
+            reference=f"{certificate.id}:{certificate.version}",
+            type=certificate.type,
+            domains=domains,
+            method=application.method,
+            organization_name=organization[0] if organization else None,
+            organization_country=organization[1] if organization else None,
+            validity_years=certificate.validity_years,
+        )
 
     async def _simple(
         self,
@@ -237,3 +232,20 @@ class CertificateCommands(UseCase):
             )
 
         return await self._simple(tenant_id, certificate_id, A.DELETE, "delete", plan)
+
+
+def applied(
+    certificate: Certificate, order: OrderRequest, placed: OrderPlaced | None, now: datetime
+) -> CertificateChanged:
+    assert placed is not None
+    name, country = order.organization_name, order.organization_country
+    certificate.apply(
+        domain=order.domains[0],
+        additional_domains=order.domains[1:],
+        method=order.method,
+        organization=Organization(name, country) if name and country else None,
+        records=placed.records,
+        ca_order_id=placed.order_id,
+        now=now,
+    )
+    return CertificateChanged(certificate)

@@ -37,7 +37,7 @@ from domain.model import (
 )
 from domain.ports import KeyedOperation, StatusChange
 from domain.service import CertificateService
-from domain.statuses import CertificateType, ValidationMethod
+from domain.statuses import CertificateStatus, CertificateType, DomainType, ValidationMethod
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -54,6 +54,30 @@ class FixedClock:
     def advance(self, **delta: float) -> datetime:
         self.at += timedelta(**delta)
         return self.at
+
+
+def bare_certificate(
+    status: CertificateStatus,
+    type: CertificateType = CertificateType.DV,
+    domain_type: DomainType = DomainType.SINGLE,
+    domain_quota: int = 1,
+    now: datetime = START,
+) -> Certificate:
+    """A new certificate put straight into `status`, with no history: for tests of the aggregate
+    itself, which is all that may skip the lifecycle."""
+    certificate = Certificate.create(
+        tenant_id=TenantId("t"),
+        name="c",
+        type=type,
+        domain_type=domain_type,
+        brand="DigiCert",
+        domain_quota=domain_quota,
+        validity_years=1,
+        now=now,
+    )
+    certificate.status = status
+    certificate.new_events.clear()
+    return certificate
 
 
 @dataclass(frozen=True, slots=True)

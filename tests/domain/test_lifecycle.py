@@ -9,14 +9,14 @@ import pytest
 
 from domain import lifecycle
 from domain.lifecycle import TRANSITIONS, available_actions, is_allowed
-from domain.model import Certificate, TenantId, TransitionRefused
+from domain.model import Certificate, TransitionRefused
 from domain.statuses import (
     CertificateAction,
     CertificateStatus,
-    CertificateType,
     DomainType,
     EventKind,
 )
+from tests.fakes import bare_certificate
 
 S = CertificateStatus
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -24,19 +24,7 @@ ALL_MOVES = list(itertools.product(EventKind, [None, *S], S))
 
 
 def certificate_in(status: CertificateStatus) -> Certificate:
-    certificate = Certificate.create(
-        tenant_id=TenantId("t"),
-        name="c",
-        type=CertificateType.DV,
-        domain_type=DomainType.SINGLE,
-        brand="DigiCert",
-        domain_quota=1,
-        validity_years=1,
-        now=NOW,
-    )
-    certificate.status = status
-    certificate.new_events.clear()
-    return certificate
+    return bare_certificate(status, now=NOW)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ from domain.model import (
     DnsRecord,
     DomainValidation,
     Organization,
-    TenantId,
     TransitionRefused,
     Withdrawal,
     WithdrawalId,
@@ -27,6 +26,7 @@ from domain.statuses import (
     ValidationMethod,
     WithdrawalStatus,
 )
+from tests.fakes import bare_certificate
 
 S = CertificateStatus
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -36,18 +36,7 @@ RECORD = DnsRecord("_acme.new.example.com", "TXT", "new")
 
 def rich_certificate(status: CertificateStatus) -> Certificate:
     """A certificate with every field a change could touch already set, in `status`."""
-    certificate = Certificate.create(
-        tenant_id=TenantId("t"),
-        name="c",
-        type=CertificateType.OV,
-        domain_type=DomainType.MULTIPLE,
-        brand="DigiCert",
-        domain_quota=5,
-        validity_years=1,
-        now=NOW,
-    )
-    certificate.status = status
-    certificate.new_events.clear()
+    certificate = bare_certificate(status, CertificateType.OV, DomainType.MULTIPLE, 5, NOW)
     certificate.domain = "a.example.com"
     certificate.additional_domains = ("b.example.com",)
     certificate.domain_validation = DomainValidation(ValidationMethod.DNS, ())
