@@ -24,9 +24,11 @@ from typing import Any
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.model import Certificate, CertificateId, TenantId, new_id
+from domain.commands import Application
+from domain.model import CertificateId, TenantId, new_id
 from domain.results import CertificateChanged, WithdrawalSubmitted
-from domain.service import Application, CertificateService, SandboxDecision
+from domain.sandbox import Sandbox, SandboxDecided, SandboxDecision
+from domain.service import CertificateService
 from domain.statuses import CertificateStatus, CertificateType, DomainType, ValidationMethod
 from server.broker import Broker
 from server.ca.orders import challenge_record
@@ -123,6 +125,7 @@ class _Driver:
         self.ca = SimulatedCa(SqlOrderBook(engine), clock.now)
         self.uow = SqlUnitOfWorkFactory(engine, clock.now)
         self.service = CertificateService(self.uow, self.ca, clock, Broker())
+        self.sandbox = Sandbox(self.uow, self.ca)
         self.tenant_id = tenant_id
 
     def tick(self, rng: random.Random) -> None:
@@ -200,11 +203,9 @@ class _Driver:
                 assert changed == 1, f"{certificate_id} did not expire"
                 return None
             case _:
-                decision = SandboxDecision(step)
-                checked = await service.check_sandbox_decision(tenant, certificate_id, decision)
-                assert isinstance(checked, Certificate) and checked.ca_order_id, checked
-                assert await self.ca.decide(checked.ca_order_id, decision), step
-                await service.sync_with_ca([checked.id])
+                decided = await self.sandbox.decide(tenant, certificate_id, SandboxDecision(step))
+                assert isinstance(decided, SandboxDecided), decided
+                await service.sync_with_ca([decided.certificate.id])
                 return None
 
 

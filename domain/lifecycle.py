@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from domain.statuses import CertificateAction, CertificateStatus, DomainType, EventKind
+from domain.statuses import (
+    CertificateAction,
+    CertificateStatus,
+    DomainType,
+    EventKind,
+    WithdrawalBlockReason,
+)
 
 S = CertificateStatus
 K = EventKind
@@ -108,6 +114,13 @@ ACTION_STATUSES: Final[dict[CertificateAction, frozenset[CertificateStatus]]] = 
     CertificateAction.WITHDRAW_APPLICATION: WITHDRAWABLE,
     CertificateAction.REVOKE: frozenset({S.ISSUED}),
     CertificateAction.DELETE: DELETABLE_AT_ONCE | DELETABLE_THROUGH_CA,
+}
+
+# Statuses that refuse a withdrawal for a reason of their own rather than merely the status:
+# something was submitted that rules the withdrawal out, and the caller is told what.
+WITHDRAWAL_BLOCKS: Final[dict[CertificateStatus, WithdrawalBlockReason]] = {
+    S.CA_VERIFYING_DELETION: WithdrawalBlockReason.DELETION_REQUESTED,
+    S.CA_VERIFYING_REVOCATION: WithdrawalBlockReason.REVOCATION_REQUESTED,
 }
 
 

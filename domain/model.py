@@ -1,11 +1,13 @@
-"""Domain layer: the certificate aggregate, its withdrawal and its event history."""
+"""Domain layer: the certificate aggregate, the one place its status changes.
+
+Its parts, ids and events are values in `domain.values`; they are importable from here too."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import NamedTuple, NewType
 
 from domain.lifecycle import available_actions, is_allowed
 from domain.statuses import (
@@ -18,87 +20,46 @@ from domain.statuses import (
     WithdrawalFailureReason,
     WithdrawalStatus,
 )
+from domain.values import (
+    CertificateDocument,
+    CertificateEvent,
+    CertificateId,
+    DnsRecord,
+    DomainValidation,
+    Organization,
+    TenantId,
+    Withdrawal,
+    WithdrawalId,
+    add_years,
+    new_id,
+)
 
-CertificateId = NewType("CertificateId", str)
-WithdrawalId = NewType("WithdrawalId", str)
-TenantId = NewType("TenantId", str)
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
+__all__ = [
+    "Certificate",
+    "CertificateDocument",
+    "CertificateEvent",
+    "CertificateId",
+    "DnsRecord",
+    "DomainValidation",
+    "Organization",
+    "TenantId",
+    "TransitionRefused",
+    "Withdrawal",
+    "WithdrawalId",
+    "add_years",
+    "new_id",
+]
 
 
 class TransitionRefused(Exception):
     """A code path asked for a status change that the transition table does not hold (a bug)."""
 
 
-@dataclass(frozen=True, slots=True)
-class DnsRecord:
-    name: str
-    type: str
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class DomainValidation:
-    method: ValidationMethod
-    records: tuple[DnsRecord, ...]
-    verified_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Organization:
-    name: str
-    country: str
-    verified_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateDocument:
-    """The certificate the CA issued, as facts read from its X.509 leaf, and the PEM chain.
-
-    The private key is not part of it: it stays with the CA adapter that made the CSR."""
-
-    pem: str
-    serial_number: str
-    issuer: str
-    subject: str
-    not_before: datetime
-    not_after: datetime
-    dns_names: tuple[str, ...] = ()
-    sha256_fingerprint: str = ""
-
-
-class CertificateEvent(NamedTuple):
-    """One step of a certificate's history. Immutable, like the other values here; a named
-    tuple rather than a frozen dataclass because a page of history makes hundreds, and a
-    frozen dataclass costs several times more to make."""
-
-    id: str
-    certificate_id: CertificateId
-    # The certificate's version after this event: orders a certificate's history.
-    version: int
-    kind: EventKind
-    from_status: CertificateStatus | None
-    to_status: CertificateStatus
-    at: datetime
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Withdrawal:
-    id: WithdrawalId
-    certificate_id: CertificateId
-    status: WithdrawalStatus
-    previous_status: CertificateStatus
-    requested_at: datetime
-    failure_reason: WithdrawalFailureReason | None = None
-    resolved_at: datetime | None = None
-
-
 @dataclass(slots=True)
 class Certificate:
-    """One certificate and its application. Every change goes through `_move`."""
+    """One certificate and its application. Every status change goes through `_moving` (or
+    `_move`), which checks the transition table before anything about the certificate changes:
+    a refused transition leaves it exactly as it was."""
 
     id: CertificateId
     tenant_id: TenantId
@@ -181,12 +142,25 @@ class Certificate:
 
     # ---- the one place a status changes
 
+    @contextmanager
+    def _moving(
+        self, kind: EventKind, target: CertificateStatus, now: datetime, message: str | None = None
+    ) -> Iterator[None]:
+        """Check the transition, let the block change the certificate's fields (the status is
+        still the source status inside it), then record the move."""
+        self._check(kind, target)
+        yield
+        self._record(kind, self.status, target, now, message)
+
     def _move(
         self, kind: EventKind, target: CertificateStatus, now: datetime, message: str | None = None
     ) -> None:
+        self._check(kind, target)
+        self._record(kind, self.status, target, now, message)
+
+    def _check(self, kind: EventKind, target: CertificateStatus) -> None:
         if not is_allowed(kind, self.status, target):
             raise TransitionRefused(f"{kind}: {self.status} -> {target} is not in the table")
-        self._record(kind, self.status, target, now, message)
 
     def _record(
         self,
@@ -229,15 +203,15 @@ class Certificate:
         ca_order_id: str,
         now: datetime,
     ) -> None:
-        self.domain = domain
-        self.additional_domains = additional_domains
-        self.domain_validation = DomainValidation(method=method, records=records)
-        self.organization = organization
-        self.ca_order_id = ca_order_id
-        self.ca_cursor = 0
-        self.pending_domains = ()
-        self.issued_at = self.expires_at = None
-        self._move(EventKind.APPLIED, CertificateStatus.PENDING_DOMAIN_VERIFICATION, now)
+        with self._moving(EventKind.APPLIED, CertificateStatus.PENDING_DOMAIN_VERIFICATION, now):
+            self.domain = domain
+            self.additional_domains = additional_domains
+            self.domain_validation = DomainValidation(method=method, records=records)
+            self.organization = organization
+            self.ca_order_id = ca_order_id
+            self.ca_cursor = 0
+            self.pending_domains = ()
+            self.issued_at = self.expires_at = None
 
     def request_domain_verification(self, now: datetime) -> None:
         self._move(
@@ -248,14 +222,14 @@ class Certificate:
         )
 
     def add_domains(self, domains: tuple[str, ...], now: datetime) -> None:
-        self.pending_domains = domains
-        self.addition_return_status = self.status
-        self._move(
+        with self._moving(
             EventKind.DOMAINS_ADDED,
             CertificateStatus.CA_VERIFYING_DOMAIN_ADDITION,
             now,
             "Added: " + ", ".join(domains),
-        )
+        ):
+            self.pending_domains = domains
+            self.addition_return_status = self.status
 
     def _new_withdrawal(self, now: datetime) -> Withdrawal:
         return Withdrawal(
@@ -268,8 +242,10 @@ class Certificate:
 
     def request_withdrawal(self, now: datetime) -> Withdrawal:
         withdrawal = self._new_withdrawal(now)
-        self._set_withdrawal(withdrawal)
-        self._move(EventKind.WITHDRAWAL_REQUESTED, CertificateStatus.CA_VERIFYING_WITHDRAWAL, now)
+        with self._moving(
+            EventKind.WITHDRAWAL_REQUESTED, CertificateStatus.CA_VERIFYING_WITHDRAWAL, now
+        ):
+            self._set_withdrawal(withdrawal)
         return withdrawal
 
     def request_revocation(self, reason: str | None, now: datetime) -> None:
@@ -281,8 +257,10 @@ class Certificate:
         self._move(EventKind.DELETED, CertificateStatus.DELETED, now)
 
     def request_deletion(self, now: datetime) -> None:
-        self.deletion_return_status = self.status
-        self._move(EventKind.DELETION_REQUESTED, CertificateStatus.CA_VERIFYING_DELETION, now)
+        with self._moving(
+            EventKind.DELETION_REQUESTED, CertificateStatus.CA_VERIFYING_DELETION, now
+        ):
+            self.deletion_return_status = self.status
 
     # ---- CA outcomes
 
@@ -298,6 +276,10 @@ class Certificate:
 
         With the certificate itself at hand, its validity is the truth: an ACME CA decides the
         lifetime (Let's Encrypt: 90 days) whatever `validity_years` asked for."""
+        with self._moving(kind, CertificateStatus.ISSUED, now, message):
+            self._take_issue(issued_at, document)
+
+    def _take_issue(self, issued_at: datetime, document: CertificateDocument | None) -> None:
         if document is not None:
             self.issued_at, self.expires_at = document.not_before, document.not_after
             self.new_document = document
@@ -309,69 +291,72 @@ class Certificate:
             self.domain_validation = replace(self.domain_validation, verified_at=issued_at)
         if self.organization and self.organization.verified_at is None:
             self.organization = replace(self.organization, verified_at=issued_at)
-        self._move(kind, CertificateStatus.ISSUED, now, message)
 
     def domain_verified(self, now: datetime) -> None:
         assert self.domain_validation is not None
-        self.domain_validation = replace(self.domain_validation, verified_at=now)
-        self._move(
+        with self._moving(
             EventKind.DOMAIN_VERIFIED, CertificateStatus.PENDING_ORGANIZATION_VERIFICATION, now
-        )
+        ):
+            self.domain_validation = replace(self.domain_validation, verified_at=now)
 
     def reject_application(self, message: str | None, now: datetime) -> None:
-        self.pending_domains = ()
-        self._move(EventKind.REJECTED, CertificateStatus.REJECTED, now, message)
+        with self._moving(EventKind.REJECTED, CertificateStatus.REJECTED, now, message):
+            self.pending_domains = ()
 
     def domain_addition_approved(self, records: tuple[DnsRecord, ...], now: datetime) -> None:
-        self.additional_domains = self.additional_domains + self.pending_domains
-        self.pending_domains = ()
-        self.addition_return_status = None
-        if self.domain_validation is not None:
-            self.domain_validation = replace(
-                self.domain_validation, records=records, verified_at=None
-            )
-        self._move(
+        with self._moving(
             EventKind.DOMAIN_ADDITION_APPROVED, CertificateStatus.PENDING_DOMAIN_VERIFICATION, now
-        )
+        ):
+            self.additional_domains = self.additional_domains + self.pending_domains
+            self.pending_domains = ()
+            self.addition_return_status = None
+            if self.domain_validation is not None:
+                self.domain_validation = replace(
+                    self.domain_validation, records=records, verified_at=None
+                )
 
     def domain_addition_rejected(self, now: datetime) -> None:
         target = self.addition_return_status or CertificateStatus.PENDING_DOMAIN_VERIFICATION
-        self.pending_domains = ()
-        self.addition_return_status = None
-        self._move(
+        with self._moving(
             EventKind.DOMAIN_ADDITION_REJECTED, target, now, "The CA refused the added domains."
-        )
+        ):
+            self.pending_domains = ()
+            self.addition_return_status = None
 
     def withdrawal_succeeded(self, now: datetime) -> None:
         assert self.last_withdrawal is not None
-        self._set_withdrawal(
-            replace(self.last_withdrawal, status=WithdrawalStatus.SUCCEEDED, resolved_at=now)
-        )
-        # The applicant must apply and verify again; domains stay to prefill the form.
-        self.domain_validation = None
-        self.organization = None
-        self.pending_domains = ()
-        self.addition_return_status = None
-        self.ca_order_id = None
-        self.ca_cursor = 0
-        self._move(EventKind.WITHDRAWAL_SUCCEEDED, CertificateStatus.PENDING_APPLICATION, now)
+        withdrawal = self.last_withdrawal
+        with self._moving(
+            EventKind.WITHDRAWAL_SUCCEEDED, CertificateStatus.PENDING_APPLICATION, now
+        ):
+            self._set_withdrawal(
+                replace(withdrawal, status=WithdrawalStatus.SUCCEEDED, resolved_at=now)
+            )
+            # The applicant must apply and verify again; domains stay to prefill the form.
+            self.domain_validation = None
+            self.organization = None
+            self.pending_domains = ()
+            self.addition_return_status = None
+            self.ca_order_id = None
+            self.ca_cursor = 0
 
     def withdrawal_rejected(self, now: datetime) -> None:
         assert self.last_withdrawal is not None
-        self._set_withdrawal(
-            replace(
-                self.last_withdrawal,
-                status=WithdrawalStatus.FAILED,
-                failure_reason=WithdrawalFailureReason.CA_REJECTED,
-                resolved_at=now,
-            )
-        )
-        self._move(
+        withdrawal = self.last_withdrawal
+        with self._moving(
             EventKind.WITHDRAWAL_FAILED,
-            self.last_withdrawal.previous_status,
+            withdrawal.previous_status,
             now,
             "The CA turned the withdrawal down and resumes its review.",
-        )
+        ):
+            self._set_withdrawal(
+                replace(
+                    withdrawal,
+                    status=WithdrawalStatus.FAILED,
+                    failure_reason=WithdrawalFailureReason.CA_REJECTED,
+                    resolved_at=now,
+                )
+            )
 
     def withdrawal_overtaken_by_issue(
         self,
@@ -381,21 +366,21 @@ class Certificate:
         document: CertificateDocument | None = None,
     ) -> None:
         """The CA had already approved: the withdrawal fails and the certificate is issued."""
-        self._set_withdrawal(
-            replace(
-                withdrawal,
-                status=WithdrawalStatus.FAILED,
-                failure_reason=WithdrawalFailureReason.CA_ALREADY_APPROVED,
-                resolved_at=now,
-            )
-        )
-        self.issue(
+        with self._moving(
             EventKind.WITHDRAWAL_FAILED,
-            issued_at,
+            CertificateStatus.ISSUED,
             now,
             "The CA had already approved the certificate; the withdrawal failed.",
-            document,
-        )
+        ):
+            self._set_withdrawal(
+                replace(
+                    withdrawal,
+                    status=WithdrawalStatus.FAILED,
+                    failure_reason=WithdrawalFailureReason.CA_ALREADY_APPROVED,
+                    resolved_at=now,
+                )
+            )
+            self._take_issue(issued_at, document)
 
     def refuse_withdrawal_as_issued(
         self, issued_at: datetime, now: datetime, document: CertificateDocument | None = None
@@ -412,21 +397,13 @@ class Certificate:
         self._move(EventKind.REVOCATION_REJECTED, CertificateStatus.ISSUED, now)
 
     def deleted(self, now: datetime) -> None:
-        self.deletion_return_status = None
-        self._move(EventKind.DELETED, CertificateStatus.DELETED, now)
+        with self._moving(EventKind.DELETED, CertificateStatus.DELETED, now):
+            self.deletion_return_status = None
 
     def deletion_rejected(self, now: datetime) -> None:
         target = self.deletion_return_status or CertificateStatus.ISSUED
-        self.deletion_return_status = None
-        self._move(EventKind.DELETION_REJECTED, target, now)
+        with self._moving(EventKind.DELETION_REJECTED, target, now):
+            self.deletion_return_status = None
 
     def expire(self, now: datetime) -> None:
         self._move(EventKind.EXPIRED, CertificateStatus.EXPIRED, now)
-
-
-def add_years(moment: datetime, years: int) -> datetime:
-    """Calendar years; 29 February becomes 28 February in a non-leap target year."""
-    try:
-        return moment.replace(year=moment.year + years)
-    except ValueError:
-        return moment.replace(year=moment.year + years, day=28)

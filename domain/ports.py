@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from types import TracebackType
 from typing import Protocol
 
@@ -50,13 +51,21 @@ class CertificateRepository(Protocol):
         ...
 
 
+class KeyedOperation(StrEnum):
+    """The operations a client may repeat under an idempotency key: each has its own keys."""
+
+    WITHDRAW_APPLICATION = "withdraw_application"
+
+
 class IdempotencyKeys(Protocol):
-    async def find(self, tenant_id: TenantId, operation: str, key: str) -> StoredAnswer | None: ...
+    async def find(
+        self, tenant_id: TenantId, operation: KeyedOperation, key: str
+    ) -> StoredAnswer | None: ...
 
     def remember(
         self,
         tenant_id: TenantId,
-        operation: str,
+        operation: KeyedOperation,
         key: str,
         certificate_id: CertificateId,
         withdrawal_id: WithdrawalId,

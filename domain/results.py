@@ -84,8 +84,9 @@ class InvalidInput:
 
 
 CreateResult = CertificateChanged | InvalidInput
-ApplyResult = CertificateChanged | NotFound | InvalidState | InvalidInput | CaUnreachable
-ChangeResult = CertificateChanged | NotFound | InvalidState | InvalidInput | CaUnreachable
+# Why a change (applying, verifying, adding domains, revoking, deleting) did not happen.
+ChangeRefused = NotFound | InvalidState | InvalidInput | CaUnreachable
+ChangeResult = CertificateChanged | ChangeRefused
 WithdrawResult = (
     WithdrawalSubmitted
     | NotFound

@@ -13,7 +13,8 @@ from strawberry.dataloader import DataLoader
 from domain.model import Certificate, CertificateDocument, CertificateEvent, TenantId, Withdrawal
 from domain.ports import ChangePosition, StatusChange
 from domain.reading import CertificateReader
-from domain.service import CertificateService, SandboxDecision
+from domain.sandbox import Sandbox
+from domain.service import CertificateService
 
 
 class ChangeFeed(Protocol):
@@ -34,16 +35,6 @@ class SubscriberLagging(Exception):
     subscribe again from the last position it received and miss nothing."""
 
 
-class SandboxCa(Protocol):
-    """The controls of the simulated CA that the sandbox mutations drive."""
-
-    async def decide(self, order_id: str, decision: SandboxDecision) -> bool:
-        """False when the CA has nothing under review to decide on."""
-        ...
-
-    async def set_reachable(self, flag: bool) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Services:
     """What the API talks to; one per process, shared by every request."""
@@ -51,7 +42,7 @@ class Services:
     certificates: CertificateService
     reader: CertificateReader
     changes: ChangeFeed
-    sandbox: SandboxCa | None = None
+    sandbox: Sandbox | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from enum import StrEnum
 import strawberry
 
 from domain.reading import SortField
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateAction,
     CertificateStatus,

@@ -16,11 +16,21 @@ from resolvers.enums import CertificateStatus, WithdrawalBlockReason
 from resolvers.types import Certificate, Withdrawal
 
 _WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SNAKE_JOINT = re.compile(r"_([a-z0-9])")
 
 
 def error_code(type_name: str) -> str:
     """`CaAlreadyApprovedError` -> `CA_ALREADY_APPROVED`."""
     return _WORD_START.sub("_", type_name.removesuffix("Error")).upper()
+
+
+def input_path(field: str) -> str:
+    """Where a domain input field sits in a mutation's arguments:
+    `additional_domains[1]` -> `input.additionalDomains[1]`. A path given already as the API
+    spells it (`input.domain`) is kept."""
+    if field.startswith("input."):
+        return field
+    return "input." + _SNAKE_JOINT.sub(lambda joint: joint.group(1).upper(), field)
 
 
 @strawberry.interface(
@@ -117,4 +127,4 @@ class ValidationError(Error):
 
     @classmethod
     def from_outcome(cls, outcome: results.InvalidInput) -> ValidationError:
-        return cls(message=outcome.message, field=outcome.field)
+        return cls(message=outcome.message, field=input_path(outcome.field))

@@ -7,7 +7,7 @@ from typing import Annotated, assert_never
 import strawberry
 
 from domain import results
-from domain.service import Application
+from domain.commands import Application
 from resolvers import fields
 from resolvers.context import Context
 from resolvers.enums import CertificateType, DomainType, ValidationMethod
@@ -152,26 +152,22 @@ def create_result(outcome: results.CreateResult) -> CreateCertificateResult:
             assert_never(outcome)
 
 
-def apply_result(outcome: results.ApplyResult, sent_id: str) -> ApplyForCertificateResult:
-    match outcome:
-        case results.CertificateChanged(certificate=certificate):
-            return ApplyForCertificateSuccess(certificate=Certificate.from_model(certificate))
-        case results.NotFound():
-            return CertificateNotFoundError.for_id(sent_id)
-        case results.InvalidState():
-            return InvalidCertificateStateError.from_outcome(outcome)
-        case results.InvalidInput():
-            return ValidationError.from_outcome(outcome)
-        case results.CaUnreachable():
-            return CaUnavailableError.from_outcome(outcome)
-        case _:
-            assert_never(outcome)
+def apply_result(outcome: results.ChangeResult, sent_id: str) -> ApplyForCertificateResult:
+    if isinstance(outcome, results.CertificateChanged):
+        return ApplyForCertificateSuccess(certificate=Certificate.from_model(outcome.certificate))
+    return change_refused(outcome, sent_id)
 
 
 def change_result(outcome: results.ChangeResult, sent_id: str) -> CertificateChangeResult:
+    if isinstance(outcome, results.CertificateChanged):
+        return CertificateChangeSuccess(certificate=Certificate.from_model(outcome.certificate))
+    return change_refused(outcome, sent_id)
+
+
+def change_refused(
+    outcome: results.ChangeRefused, sent_id: str
+) -> CertificateNotFoundError | InvalidCertificateStateError | ValidationError | CaUnavailableError:
     match outcome:
-        case results.CertificateChanged(certificate=certificate):
-            return CertificateChangeSuccess(certificate=Certificate.from_model(certificate))
         case results.NotFound():
             return CertificateNotFoundError.for_id(sent_id)
         case results.InvalidState():

@@ -7,10 +7,9 @@ from typing import Annotated, assert_never
 import strawberry
 
 from domain import results
-from domain.model import Certificate as CertificateModel
-from domain.service import SANDBOX_STATUSES
+from domain.sandbox import NothingToDecide, Sandbox, SandboxDecided, SandboxResult
 from resolvers import fields
-from resolvers.context import Context, SandboxCa
+from resolvers.context import Context
 from resolvers.enums import CertificateStatus, SandboxDecision
 from resolvers.errors import CertificateNotFoundError, InvalidCertificateStateError
 from resolvers.ids import CERTIFICATE, local_id
@@ -50,12 +49,31 @@ class SandboxSetCaReachableSuccess:
     )
 
 
-def _simulated_ca(context: Context) -> SandboxCa:
+def _sandbox(context: Context) -> Sandbox:
     # The schema has these mutations only when the server runs the simulated CA.
     sandbox = context.services.sandbox
     if sandbox is None:
         raise RuntimeError("the sandbox mutations need the simulated CA")
     return sandbox
+
+
+def decide_result(outcome: SandboxResult, sent_id: str) -> SandboxCaDecideResult:
+    match outcome:
+        case SandboxDecided(certificate=certificate):
+            return SandboxCaDecideSuccess(certificate=Certificate.from_model(certificate))
+        case NothingToDecide(certificate=certificate):
+            return InvalidCertificateStateError(
+                message=outcome.message,
+                certificate=Certificate.from_model(certificate),
+                current_status=certificate.status,
+                allowed_statuses=[s for s in CertificateStatus if s in outcome.allowed],
+            )
+        case results.NotFound():
+            return CertificateNotFoundError.for_id(sent_id)
+        case results.InvalidState():
+            return InvalidCertificateStateError.from_outcome(outcome)
+        case _:
+            assert_never(outcome)
 
 
 @strawberry.type
@@ -70,31 +88,8 @@ class SandboxMutation:
         certificate_id = local_id(input.certificate_id, CERTIFICATE)
         if certificate_id is None:
             return CertificateNotFoundError.for_id(input.certificate_id)
-        checked = await context.services.certificates.check_sandbox_decision(
-            context.tenant_id, certificate_id, input.decision
-        )
-        match checked:
-            case CertificateModel(ca_order_id=str(order_id)):
-                if await _simulated_ca(context).decide(order_id, input.decision):
-                    return SandboxCaDecideSuccess(certificate=Certificate.from_model(checked))
-                # The CA's view is ahead of ours (it decided already): nothing to decide now.
-                return InvalidCertificateStateError(
-                    message="The simulated CA holds nothing to decide on for this certificate "
-                    "now; it may have decided already.",
-                    certificate=Certificate.from_model(checked),
-                    current_status=checked.status,
-                    allowed_statuses=[
-                        s for s in CertificateStatus if s in SANDBOX_STATUSES[input.decision]
-                    ],
-                )
-            case CertificateModel():
-                raise RuntimeError("check_sandbox_decision passed a certificate without an order")
-            case results.NotFound():
-                return CertificateNotFoundError.for_id(input.certificate_id)
-            case results.InvalidState():
-                return InvalidCertificateStateError.from_outcome(checked)
-            case _:
-                assert_never(checked)
+        outcome = await _sandbox(context).decide(context.tenant_id, certificate_id, input.decision)
+        return decide_result(outcome, input.certificate_id)
 
     @fields.mutation(
         description="Sandbox only: make the simulated CA unreachable (or reachable again)."
@@ -102,5 +97,5 @@ class SandboxMutation:
     async def sandbox_set_ca_reachable(
         self, info: strawberry.Info[Context, None], input: SandboxSetCaReachableInput
     ) -> SandboxSetCaReachableSuccess:
-        await _simulated_ca(info.context).set_reachable(input.reachable)
+        await _sandbox(info.context).set_reachable(input.reachable)
         return SandboxSetCaReachableSuccess(reachable=input.reachable)

@@ -9,6 +9,7 @@ import logging
 from prometheus_client import CollectorRegistry, Gauge
 
 from domain.ports import CertificateAuthority, ChangePublisher
+from domain.sandbox import Sandbox
 from domain.service import CertificateService
 from server.broker import Broker
 from server.ca.simulated import SimulatedCa
@@ -44,12 +45,14 @@ class Container:
             self.publisher = self.pg_changes
         self.tenants = TenantStore(self.engine)
         self.sim_ca: SimulatedCa | None = None
+        self.sandbox: Sandbox | None = None
         ca: CertificateAuthority
         if settings.ca == "simulated":
             self.sim_ca = SimulatedCa(
                 SqlOrderBook(self.engine), self.clock.now, settings.ca_auto_decide_seconds
             )
             ca = self.sim_ca
+            self.sandbox = Sandbox(self.uow, self.sim_ca)
         else:
             # Imported only when used: the ACME client (acme, josepy, requests) is ~6 MiB.
             from server.ca.acme import build_acme_ca

@@ -333,7 +333,7 @@ def api_services(container: Container) -> Services:
         certificates=container.service,
         reader=SqlCertificateReader(container.engine),
         changes=container.broker,
-        sandbox=container.sim_ca if sandbox_enabled(container) else None,
+        sandbox=container.sandbox if sandbox_enabled(container) else None,
     )
 
 

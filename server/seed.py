@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from domain.model import Certificate, CertificateId, TenantId
+from domain.commands import Application
+from domain.model import CertificateId, TenantId
 from domain.results import CertificateChanged, WithdrawalSubmitted
-from domain.service import Application, CertificateService, SandboxDecision
+from domain.sandbox import Sandbox, SandboxDecided, SandboxDecision
+from domain.service import CertificateService
 from domain.statuses import CertificateStatus, CertificateType, DomainType, ValidationMethod
 from server.ca.simulated import SimulatedCa
 from server.container import Container
@@ -63,7 +65,7 @@ class SeedError(RuntimeError):
 
 async def drive_to(
     service: CertificateService,
-    ca: SimulatedCa,
+    sandbox: Sandbox,
     tenant_id: TenantId,
     status: CertificateStatus,
     *,
@@ -72,9 +74,9 @@ async def drive_to(
     brand: str = "DigiCert",
     present: CertificateService | None = None,
 ) -> CertificateId:
-    """Create a certificate and take it to `status` through the service and the CA.
+    """Create a certificate and take it to `status` through the service and the sandbox CA.
 
-    EXPIRED needs a past: pass a `service` and `ca` whose clock runs years behind, and the
+    EXPIRED needs a past: pass a `service` and `sandbox` whose clock runs years behind, and the
     `present` service that then finds the certificate expired."""
     recipe = RECIPES[status]
     multiple = recipe.domain_type is DomainType.MULTIPLE
@@ -120,12 +122,9 @@ async def drive_to(
             await (present or service).expire([certificate_id])
             continue
         else:
-            decision = SandboxDecision(step)
-            checked = await service.check_sandbox_decision(tenant_id, certificate_id, decision)
-            if not isinstance(checked, Certificate) or checked.ca_order_id is None:
-                raise SeedError(f"{step}: {checked}")
-            if not await ca.decide(checked.ca_order_id, decision):
-                raise SeedError(f"{step}: nothing under review")
+            decided = await sandbox.decide(tenant_id, certificate_id, SandboxDecision(step))
+            if not isinstance(decided, SandboxDecided):
+                raise SeedError(f"{step}: {decided}")
             await service.sync_with_ca([certificate_id])
             continue
         if not isinstance(outcome, CertificateChanged | WithdrawalSubmitted):
@@ -174,7 +173,8 @@ async def seed(
 
     The demo set is added once per tenant: a tenant that has certificates is left alone, so
     `make run` can seed on every start. Returns how many certificates were made."""
-    assert container.sim_ca is not None, "seeding drives the simulated CA"
+    sim_ca, sandbox = container.sim_ca, container.sandbox
+    assert sim_ca is not None and sandbox is not None, "seeding drives the simulated CA"
     tenant = await container.tenants.ensure_tenant(tenant_name)
     if count is None:
         async with container.engine.connect() as connection:
@@ -185,18 +185,15 @@ async def seed(
             return 0
     plan = demo_plan(2) if count is None else bulk_plan(count)
     past_clock = ShiftedClock(timedelta(days=-800))
-    past_ca = SimulatedCa(container.sim_ca.book, past_clock.now)
-    past = CertificateService(
-        SqlUnitOfWorkFactory(container.engine, past_clock.now),
-        past_ca,
-        past_clock,
-        container.publisher,
-    )
+    past_ca = SimulatedCa(sim_ca.book, past_clock.now)
+    past_uow = SqlUnitOfWorkFactory(container.engine, past_clock.now)
+    past = CertificateService(past_uow, past_ca, past_clock, container.publisher)
+    past_sandbox = Sandbox(past_uow, past_ca)
     for number, (status, name, domain) in enumerate(plan):
         expired = status is S.EXPIRED
         await drive_to(
             past if expired else container.service,
-            past_ca if expired else container.sim_ca,
+            past_sandbox if expired else sandbox,
             tenant.id,
             status,
             name=name,

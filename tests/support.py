@@ -1,9 +1,10 @@
-"""Test helpers: waiting on a condition with a deadline, running the `certgraph` CLI, and
-counting the SQL statements a database runs."""
+"""Test helpers: waiting on a condition with a deadline, running the `certgraph` CLI, stopping
+a child process, and counting the SQL statements a database runs."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,6 +59,26 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def stop_process(
+    process: subprocess.Popen[Any], sig: int = signal.SIGTERM, *, timeout: float = 20.0
+) -> None:
+    """Ask a child process to stop with `sig` (servers shut down cleanly on SIGTERM and SIGINT),
+    then wait for it as `reap` does."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    reap(process, timeout=timeout)
+
+
+def reap(process: subprocess.Popen[Any], *, timeout: float = 20.0) -> None:
+    """Wait for a child process told to stop; kill it if it has not within `timeout` seconds,
+    so that a test never leaves one behind."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 @contextmanager

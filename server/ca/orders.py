@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from domain.ca import CaDecision, DecisionKind, OrderRequest, WithdrawalAnswer, WithdrawalReply
 from domain.model import DnsRecord, new_id
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateType
 from server.ca.x509 import IssuedPair, document_from_pem
 

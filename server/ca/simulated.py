@@ -22,7 +22,7 @@ from domain.ca import (
     WithdrawalAnswer,
     WithdrawalReply,
 )
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateType, ValidationMethod
 from server.ca.orders import SimOrder
 from server.ca.x509 import TestRoot, document_from_pem

@@ -36,7 +36,7 @@ from server.container import Container
 from server.migrate import upgrade
 from server.settings import Settings
 from tests.resolvers.conftest import Api
-from tests.support import free_port
+from tests.support import free_port, stop_process
 
 START_SECONDS = 30.0
 STOP_SECONDS = 10.0
@@ -119,16 +119,6 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> No
             time.sleep(0.05)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_SECONDS)
-
-
 @pytest.fixture(scope="session")
 def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     """Pebble and pebble-challtestsrv (Debian's `pebble` package), for the whole session."""
@@ -200,8 +190,8 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
             challtestsrv_url=f"http://127.0.0.1:{challtestsrv_port}",
         )
     finally:
-        _stop(server)
-        _stop(challtestsrv)
+        stop_process(server, timeout=STOP_SECONDS)
+        stop_process(challtestsrv, timeout=STOP_SECONDS)
         pebble_log.close()
         challtestsrv_log.close()
 

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 from sqlalchemy import select
 
+from domain.commands import Application
 from domain.model import Certificate, CertificateEvent
 from domain.results import (
     CaAlreadyApproved,
@@ -22,7 +23,6 @@ from domain.results import (
     InvalidInput,
     WithdrawalSubmitted,
 )
-from domain.service import Application
 from domain.statuses import (
     CertificateStatus,
     CertificateType,
@@ -335,7 +335,7 @@ async def test_ov_and_ev_are_refused_as_input_because_acme_issues_dv_only(
         )
 
         assert isinstance(refused, InvalidInput)
-        assert refused.field == "input.type"
+        assert refused.field == "type"
         assert "ACME issues DV certificates only" in refused.message
 
 
@@ -372,7 +372,7 @@ async def test_applying_for_an_ov_certificate_made_earlier_is_refused_before_any
     )
 
     assert isinstance(refused, InvalidInput)
-    assert refused.field == "input.certificateId"
+    assert refused.field == "certificate_id"
     assert "ACME issues DV certificates only" in refused.message
     assert (await acme_api.load(created.certificate.id)).status is S.PENDING_APPLICATION
 
@@ -396,7 +396,7 @@ async def test_http_validation_is_refused_as_input(acme_api: AcmeApi) -> None:
     )
 
     assert isinstance(refused, InvalidInput)
-    assert refused.field == "input.validationMethod"
+    assert refused.field == "validation_method"
 
 
 async def test_the_decision_log_keeps_its_sequence_numbers_after_a_restart(

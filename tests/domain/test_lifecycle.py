@@ -7,15 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
+from domain import lifecycle
 from domain.lifecycle import TRANSITIONS, available_actions, is_allowed
-from domain.model import Certificate, TenantId, TransitionRefused
+from domain.model import Certificate, TransitionRefused
 from domain.statuses import (
     CertificateAction,
     CertificateStatus,
-    CertificateType,
     DomainType,
     EventKind,
 )
+from tests.fakes import bare_certificate
 
 S = CertificateStatus
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,19 +24,7 @@ ALL_MOVES = list(itertools.product(EventKind, [None, *S], S))
 
 
 def certificate_in(status: CertificateStatus) -> Certificate:
-    certificate = Certificate.create(
-        tenant_id=TenantId("t"),
-        name="c",
-        type=CertificateType.DV,
-        domain_type=DomainType.SINGLE,
-        brand="DigiCert",
-        domain_quota=1,
-        validity_years=1,
-        now=NOW,
-    )
-    certificate.status = status
-    certificate.new_events.clear()
-    return certificate
+    return bare_certificate(status, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -137,3 +126,13 @@ def test_actions_per_status_match_the_specification() -> None:
     }
     for status, actions in expected.items():
         assert available_actions(status, DomainType.MULTIPLE, 1, 5) == actions, status
+
+
+def test_statuses_that_block_a_withdrawal_are_those_a_deletion_or_revocation_leads_to() -> None:
+    blocked = set(lifecycle.WITHDRAWAL_BLOCKS)
+    assert not blocked & lifecycle.WITHDRAWABLE
+    assert blocked == {
+        target
+        for kind, _, target in TRANSITIONS
+        if kind in (EventKind.DELETION_REQUESTED, EventKind.REVOCATION_REQUESTED)
+    }

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from tests.support import CERTGRAPH, cli_env, free_port, wait_until
+from tests.support import CERTGRAPH, cli_env, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -98,13 +98,7 @@ def certgraph_server(directory: Path, **settings: str) -> Iterator[Served]:
         wait_until(ready, what="`certgraph serve` to be ready")
         yield Served(base_url, served.env)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, signal.SIGINT, timeout=15)
 
 
 StartServer = Callable[..., Served]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from resolvers.errors import input_path
 from resolvers.ids import CERTIFICATE, WITHDRAWAL, to_global_id
 from tests.resolvers.conftest import CREATE, Api
 
@@ -488,3 +489,21 @@ async def test_a_dv_domain_check_approved_in_the_sandbox_issues_the_certificate(
     await change(api, VERIFY, "verifyDomain", certificateId=certificate_id)
     await api.decide(certificate_id, "APPROVE")
     await api.wait_for_status(certificate_id, "ISSUED")
+
+
+@pytest.mark.parametrize(
+    ("domain_field", "api_path"),
+    [
+        ("idempotency_key", "input.idempotencyKey"),
+        ("certificate_id", "input.certificateId"),
+        ("validation_method", "input.validationMethod"),
+        ("domains[2]", "input.domains[2]"),
+        ("additional_domains[0]", "input.additionalDomains[0]"),
+        ("organization.country", "input.organization.country"),
+        ("input.domain", "input.domain"),
+    ],
+)
+def test_a_domain_field_is_reported_at_its_path_in_the_mutation_input(
+    domain_field: str, api_path: str
+) -> None:
+    assert input_path(domain_field) == api_path

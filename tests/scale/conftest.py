@@ -33,7 +33,7 @@ from server.migrate import upgrade
 from server.persistence.tenants import TenantStore
 from server.seed import drive_to
 from server.settings import Settings
-from tests.support import CERTGRAPH, cli_env, free_port
+from tests.support import CERTGRAPH, cli_env, free_port, reap
 
 TRANSPORT_WS = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL  # graphql-transport-ws
 
@@ -191,12 +191,9 @@ class Cluster:
         for process in self.processes:
             if process.alive():
                 process.popen.send_signal(signal.SIGTERM)
+        # All told first, so that they stop side by side.
         for process in self.processes:
-            try:
-                process.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.popen.kill()
-                process.popen.wait()
+            reap(process.popen)
 
     async def seed_pending(self, count: int, **settings: Any) -> list[str]:
         """`count` certificates in PENDING_DOMAIN_VERIFICATION, made through the service in
@@ -204,15 +201,15 @@ class Cluster:
         container = Container(
             Settings(database_url=self.database_url, **settings), run_background=False
         )
-        assert container.sim_ca is not None
-        ca = container.sim_ca
+        sandbox = container.sandbox
+        assert sandbox is not None
         gate = asyncio.Semaphore(12)
 
         async def one(number: int) -> CertificateId:
             async with gate:
                 return await drive_to(
                     container.service,
-                    ca,
+                    sandbox,
                     self.tenant,
                     CertificateStatus.PENDING_DOMAIN_VERIFICATION,
                     name=f"scale-{number:04}",

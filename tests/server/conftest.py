@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import Certificate, CertificateId, TenantId
 from domain.ports import Clock
+from domain.sandbox import Sandbox
 from domain.service import CertificateService
 from server.broker import Broker
 from server.ca.simulated import SimulatedCa
@@ -28,6 +29,7 @@ class Stack:
     engine: AsyncEngine
     service: CertificateService
     ca: SimulatedCa
+    sandbox: Sandbox
     broker: Broker
     worker: CaWorker
     tenant: TenantId
@@ -54,7 +56,7 @@ async def build_stack(
     acme = await tenants.ensure_tenant("acme")
     globex = await tenants.ensure_tenant("globex")
     worker = CaWorker(engine, service, clock, poll_seconds=0.05)
-    return Stack(engine, service, ca, broker, worker, acme.id, globex.id, uow)
+    return Stack(engine, service, ca, Sandbox(uow, ca), broker, worker, acme.id, globex.id, uow)
 
 
 @pytest.fixture

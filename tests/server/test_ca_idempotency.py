@@ -11,14 +11,14 @@ from sqlalchemy import text
 
 from domain.ca import OrderRequest, WithdrawalAnswer
 from domain.results import CertificateChanged, InvalidState, WithdrawalSubmitted
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, CertificateType, ValidationMethod
-from server.ca.memory import MemoryOrderBook
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.db import create_engine
 from server.seed import drive_to
 from tests.server.conftest import Stack
+from tests.server.memory_book import MemoryOrderBook
 
 S = CertificateStatus
 
@@ -42,7 +42,7 @@ async def requests_of(stack: Stack, order_id: str) -> list[tuple[str, str, int]]
 async def pending(stack: Stack, name: str) -> tuple[str, str]:
     certificate_id = await drive_to(
         stack.service,
-        stack.ca,
+        stack.sandbox,
         stack.tenant,
         S.PENDING_DOMAIN_VERIFICATION,
         name=name,

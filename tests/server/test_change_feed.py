@@ -10,7 +10,8 @@ import pytest
 
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, StatusChange
-from domain.service import CertificateService, SandboxDecision
+from domain.sandbox import SandboxDecision
+from domain.service import CertificateService
 from domain.statuses import CertificateStatus
 from resolvers.context import SubscriberLagging
 from server.broker import QUEUE_LIMIT, Broker
@@ -102,7 +103,12 @@ async def test_a_subscriber_that_comes_back_gets_every_change_it_missed_in_order
     broker = Broker(SqlChangeHistory(stack.engine))
     service = CertificateService(stack.uow, stack.ca, SystemClock(), broker)
     first = await drive_to(
-        service, stack.ca, stack.tenant, S.PENDING_DOMAIN_VERIFICATION, name="one", domain="one.io"
+        service,
+        stack.sandbox,
+        stack.tenant,
+        S.PENDING_DOMAIN_VERIFICATION,
+        name="one",
+        domain="one.io",
     )
     async with broker.subscribe(stack.tenant) as live:
         await service.withdraw(stack.tenant, first)
@@ -111,7 +117,12 @@ async def test_a_subscriber_that_comes_back_gets_every_change_it_missed_in_order
 
     # Away: a second certificate is made and applied for, the first one's withdrawal decided.
     second = await drive_to(
-        service, stack.ca, stack.tenant, S.PENDING_DOMAIN_VERIFICATION, name="two", domain="two.io"
+        service,
+        stack.sandbox,
+        stack.tenant,
+        S.PENDING_DOMAIN_VERIFICATION,
+        name="two",
+        domain="two.io",
     )
     order_id = (await stack.load(first)).ca_order_id
     assert order_id is not None and await stack.ca.decide(order_id, SandboxDecision.APPROVE)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.migrate import head_revisions
-from tests.support import CERTGRAPH, cli_env, free_port, run_cli, wait_until
+from tests.support import CERTGRAPH, cli_env, free_port, run_cli, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +29,7 @@ def serving(database_url: str, log: Path, *args: str) -> Iterator[subprocess.Pop
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, signal.SIGINT, timeout=15)
 
 
 def answers(url: str) -> bool:

@@ -28,7 +28,7 @@ from server.db import create_engine
 from server.migrate import upgrade
 from server.persistence.mapping import certificates, events, withdrawals
 from tests.server.pg_cluster import private_cluster
-from tests.support import CERTGRAPH, cli_env, free_port, run_cli
+from tests.support import CERTGRAPH, cli_env, free_port, run_cli, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -118,13 +118,7 @@ def serving(database_url: str, log: Path, **settings: str) -> Iterator[Service]:
             time.sleep(0.05)
         yield service
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
 
 
 def token_for(database_url: str, tenant: str) -> str:

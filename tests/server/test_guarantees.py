@@ -17,11 +17,11 @@ from domain.results import (
     InvalidState,
     WithdrawalSubmitted,
 )
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, WithdrawalFailureReason, WithdrawalStatus
 from server.seed import drive_to
 from tests.server.conftest import Stack
-from tests.support import cli_env, free_port
+from tests.support import cli_env, free_port, stop_process
 
 S = CertificateStatus
 
@@ -29,7 +29,7 @@ S = CertificateStatus
 async def pending(stack: Stack, name: str) -> str:
     return await drive_to(
         stack.service,
-        stack.ca,
+        stack.sandbox,
         stack.tenant,
         S.PENDING_DOMAIN_VERIFICATION,
         name=name,
@@ -192,8 +192,7 @@ async def serve_until_status(
             assert time.monotonic() < deadline, "the restarted service never caught up"
             await asyncio.sleep(0.1)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_process(server, timeout=30)
 
 
 async def test_a_process_killed_after_accepting_a_withdrawal_resumes_after_restart(

@@ -27,13 +27,14 @@ from hypothesis.stateful import (
 from sqlalchemy import select
 
 from domain import lifecycle
+from domain.commands import Application
 from domain.results import (
     CaAlreadyApproved,
     CaUnreachable,
     CertificateChanged,
     WithdrawalSubmitted,
 )
-from domain.service import Application, SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateStatus,
     CertificateType,
@@ -103,7 +104,7 @@ class Lifecycle(RuleBasedStateMachine):
         certificate = self.run(
             drive_to(
                 stack.service,
-                stack.ca,
+                stack.sandbox,
                 stack.tenant,
                 status,
                 name="seed",

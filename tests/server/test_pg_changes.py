@@ -86,7 +86,7 @@ async def test_a_change_reaches_the_subscribers_of_every_process_exactly_once(
         on_b = await listening(b, tenant, stack)
         assert a.sim_ca is not None
         made = await drive_to(
-            a.service, a.sim_ca, tenant, S.PENDING_DOMAIN_VERIFICATION, name="x", domain="x.io"
+            a.service, a.sandbox, tenant, S.PENDING_DOMAIN_VERIFICATION, name="x", domain="x.io"
         )
         await a.service.withdraw(tenant, made)
         # A last change, heard after the others: nothing was delivered twice before it.
@@ -125,7 +125,7 @@ async def test_a_process_that_lost_its_listening_connection_catches_up_once_back
     async with AsyncExitStack() as stack:
         on_b = await listening(b, tenant, stack)
         before = await drive_to(
-            a.service, a.sim_ca, tenant, S.PENDING_DOMAIN_VERIFICATION, name="b", domain="b.io"
+            a.service, a.sandbox, tenant, S.PENDING_DOMAIN_VERIFICATION, name="b", domain="b.io"
         )
         assert len(await on_b.until(2)) == 2
 
@@ -144,7 +144,7 @@ async def test_a_process_that_lost_its_listening_connection_catches_up_once_back
                 await asyncio.sleep(0.01)
 
         during = await drive_to(
-            a.service, a.sim_ca, tenant, S.PENDING_DOMAIN_VERIFICATION, name="d", domain="d.io"
+            a.service, a.sandbox, tenant, S.PENDING_DOMAIN_VERIFICATION, name="d", domain="d.io"
         )
         await a.service.withdraw(tenant, before)
         monkeypatch.setattr(b.pg_changes, "_dsn", dsn)

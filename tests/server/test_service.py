@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
 
 from domain.ca import CaUnavailable
+from domain.commands import Application
 from domain.model import Certificate
 from domain.results import (
     CaAlreadyApproved,
@@ -21,7 +25,7 @@ from domain.results import (
     WithdrawalNotAllowed,
     WithdrawalSubmitted,
 )
-from domain.service import Application, SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import (
     CertificateStatus,
     CertificateType,
@@ -32,6 +36,7 @@ from domain.statuses import (
     WithdrawalFailureReason,
     WithdrawalStatus,
 )
+from server.migrate import alembic_config
 from server.seed import ShiftedClock, drive_to
 from tests.server.conftest import Stack, build_stack
 
@@ -44,14 +49,14 @@ WITHDRAWABLE = [
 
 
 async def make(stack: Stack, status: CertificateStatus, name: str = "web") -> Certificate:
-    service, ca = stack.service, stack.ca
+    service, sandbox = stack.service, stack.sandbox
     if status is S.EXPIRED:
         # Issued long enough ago to have expired: the same database, a clock in the past.
         past = await build_stack("", ShiftedClock(timedelta(days=-800)), stack.engine)
-        service, ca = past.service, past.ca
+        service, sandbox = past.service, past.sandbox
     certificate_id = await drive_to(
         service,
-        ca,
+        sandbox,
         stack.tenant,
         status,
         name=name,
@@ -249,18 +254,43 @@ async def test_a_retry_with_the_same_key_returns_the_first_answer(sqlite_stack: 
     assert again.certificate.status is S.PENDING_APPLICATION
     other = await make(sqlite_stack, S.PENDING_DOMAIN_VERIFICATION, "other")
     reuse = await service.withdraw(tenant, other.id, "retry-1")
-    assert isinstance(reuse, InvalidInput) and reuse.field == "input.idempotencyKey"
+    assert isinstance(reuse, InvalidInput) and reuse.field == "idempotency_key"
     # Keys are scoped to the tenant.
     assert isinstance(
         await service.withdraw(sqlite_stack.other_tenant, other.id, "retry-1"), NotFound
     )
 
 
+async def test_keys_stored_before_the_operation_was_renamed_still_answer_retries(
+    sqlite_stack: Stack,
+) -> None:
+    certificate = await make(sqlite_stack, S.PENDING_DOMAIN_VERIFICATION)
+    service, tenant = sqlite_stack.service, sqlite_stack.tenant
+    first = await service.withdraw(tenant, certificate.id, "before-0004")
+    assert isinstance(first, WithdrawalSubmitted)
+
+    def migrate(connection: Connection, step: Callable[[Config, str], None], to: str) -> None:
+        config = alembic_config(str(sqlite_stack.engine.url))
+        config.attributes["connection"] = connection
+        step(config, to)
+
+    # Back to the revision that stored the GraphQL field's name, then up again.
+    async with sqlite_stack.engine.begin() as connection:
+        await connection.run_sync(migrate, command.downgrade, "0003")
+        stored = await connection.scalar(text("SELECT operation FROM idempotency_keys"))
+        assert stored == "withdrawApplication"
+        await connection.run_sync(migrate, command.upgrade, "head")
+
+    again = await service.withdraw(tenant, certificate.id, "before-0004")
+    assert isinstance(again, WithdrawalSubmitted)
+    assert again.withdrawal.id == first.withdrawal.id
+
+
 @pytest.mark.parametrize("key", ["", "x" * 129])
 async def test_idempotency_keys_have_1_to_128_characters(sqlite_stack: Stack, key: str) -> None:
     certificate = await make(sqlite_stack, S.PENDING_DOMAIN_VERIFICATION)
     result = await sqlite_stack.service.withdraw(sqlite_stack.tenant, certificate.id, key)
-    assert isinstance(result, InvalidInput) and result.field == "input.idempotencyKey"
+    assert isinstance(result, InvalidInput) and result.field == "idempotency_key"
 
 
 async def test_verify_domain_records_a_request_and_bumps_the_version_only(
@@ -313,7 +343,7 @@ async def test_apply_publishes_one_txt_record_per_domain_and_checks_input(
     ]
     assert {r.type for r in certificate.domain_validation.records} == {"TXT"}
     over = await service.add_domains(tenant, cid, ["c.example.com", "d.example.com"])
-    assert isinstance(over, InvalidInput) and over.field == "input.domains"
+    assert isinstance(over, InvalidInput) and over.field == "domains"
 
 
 async def test_added_domains_get_records_once_the_ca_approves_them(sqlite_stack: Stack) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from domain.model import CertificateId
 from domain.results import WithdrawalSubmitted
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus
 from server.persistence.mapping import certificates
 from server.seed import drive_to
@@ -36,7 +36,7 @@ async def pending(stack: Stack, count: int) -> list[CertificateId]:
     return [
         await drive_to(
             stack.service,
-            stack.ca,
+            stack.sandbox,
             stack.tenant,
             S.PENDING_DOMAIN_VERIFICATION,
             name=f"job-{n}",

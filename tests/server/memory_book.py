@@ -1,4 +1,5 @@
-"""Server layer: an in-memory order book for the simulated CA, for fast tests."""
+"""Test helper: an in-memory order book for the simulated CA, to check its request keys
+without a database (tests/server/test_ca_idempotency.py runs it beside the SQL book)."""
 
 from __future__ import annotations
 
