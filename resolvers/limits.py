@@ -35,6 +35,7 @@ from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
 from resolvers.connection import DEFAULT_PAGE, MAX_PAGE
+from resolvers.inputs import InputBounds, LiteralBounds
 from resolvers.measure import DocumentMeasure
 
 QUERY_TOO_DEEP: Final = "QUERY_TOO_DEEP"
@@ -197,8 +198,10 @@ def limit_extensions(limits: QueryLimits) -> list[ExtensionFactory]:
     rules: list[type[ASTValidationRule]] = [
         size_rule(limits),
         directive_rule(limits.max_directives),
+        LiteralBounds,
     ]
     return [
         lambda: AddValidationRules(rules),
         lambda: TokenLimiter(max_token_count=limits.max_tokens),
+        InputBounds,
     ]
