@@ -1,4 +1,5 @@
-"""Domain layer: the input rules of an application (host names, quota, organization)."""
+"""Domain layer: the input rules of an application (host names, quota, organization), and the
+bounds every input of the API is held to before any work is done with it."""
 
 from __future__ import annotations
 
@@ -268,6 +269,15 @@ MAX_NAME = 200
 MAX_BRAND = 100
 MAX_VALIDITY_YEARS = 10
 MAX_QUOTA = 250
+# A host name has at most 253 characters, plus "*." for a wildcard and a trailing dot; more
+# is refused before the (IDNA) normalisation, whose work grows with the text.
+MAX_HOST_INPUT = 256
+
+# Every string and list of a request, whatever its field, is refused past these before the
+# operation runs (BAD_USER_INPUT). The longest legitimate string is a cursor over a name of
+# 200 four-byte characters (about 1,150); the longest legitimate list, a certificate's domains.
+MAX_INPUT_STRING = 2_000
+MAX_INPUT_LIST = MAX_QUOTA
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +290,8 @@ class InputProblem:
 
 def normalize_host(raw: str, *, wildcard_allowed: bool) -> str | InputProblem:
     """Lower case, no trailing dot, internationalised labels as punycode; `*.` only in front."""
+    if len(raw) > MAX_HOST_INPUT:
+        return InputProblem("", f"'{raw[:64]}…' is longer than a host name can be.")
     name = raw.strip().rstrip(".").lower() if raw.strip() != "." else ""
     if not name:
         return InputProblem("", "A domain name is required.")
@@ -315,22 +327,10 @@ def check_domains(
     primary_field: str = "input.domain",
     additional_field: str = "input.additionalDomains",
 ) -> tuple[str, ...] | InputProblem:
-    """Normalise the domains of an application (or an addition) and apply the quota rules."""
-    wildcard = domain_type is DomainType.WILDCARD
-    names: list[str] = []
-    raw_items = ([(primary_field, domain)] if primary_field else []) + [
-        (f"{additional_field}[{i}]", value) for i, value in enumerate(additional)
-    ]
-    for field, raw in raw_items:
-        result = normalize_host(raw, wildcard_allowed=wildcard)
-        if isinstance(result, InputProblem):
-            return InputProblem(field, result.message)
-        if result in names or result in existing:
-            return InputProblem(field, f"'{result}' is listed twice.")
-        names.append(result)
-    if wildcard and primary_field and not names[0].startswith("*."):
-        return InputProblem(primary_field, "A WILDCARD certificate covers one '*.' domain.")
-    total = len(existing) + len(names)
+    """Normalise the domains of an application (or an addition) and apply the quota rules.
+
+    The counts are checked first, so that no more than the quota is ever normalised."""
+    total = len(existing) + (1 if primary_field else 0) + len(additional)
     if domain_type is not DomainType.MULTIPLE and total > 1:
         return InputProblem(
             additional_field, f"A {domain_type} certificate covers exactly one domain."
@@ -340,6 +340,22 @@ def check_domains(
             additional_field or primary_field,
             f"This certificate covers at most {quota} domains ({total} given).",
         )
+    wildcard = domain_type is DomainType.WILDCARD
+    names: list[str] = []
+    seen = set(existing)
+    raw_items = ([(primary_field, domain)] if primary_field else []) + [
+        (f"{additional_field}[{i}]", value) for i, value in enumerate(additional)
+    ]
+    for field, raw in raw_items:
+        result = normalize_host(raw, wildcard_allowed=wildcard)
+        if isinstance(result, InputProblem):
+            return InputProblem(field, result.message)
+        if result in seen:
+            return InputProblem(field, f"'{result}' is listed twice.")
+        seen.add(result)
+        names.append(result)
+    if wildcard and primary_field and not names[0].startswith("*."):
+        return InputProblem(primary_field, "A WILDCARD certificate covers one '*.' domain.")
     return tuple(names)
 
 

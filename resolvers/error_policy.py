@@ -13,18 +13,25 @@ In production, bugs and outages are masked: the client gets a fixed message and 
 and the log gets the same id with the traceback. The client's own mistakes (syntax,
 validation, bad input) and the typed errors of the result unions are never masked; "Did you
 mean …?" suggestions are removed from them, as they would map out the schema.
+
+The log keeps ERROR with a traceback for bugs. A client's mistakes are one INFO line per
+operation: the code and start of the first message, how many more, the operation name and a
+short hash of the document, never the document itself (a fuzzing client would fill the log).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
+import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension
+from strawberry.types import ExecutionContext
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,9 @@ UNAVAILABLE_MESSAGE: Final = "The service is temporarily unavailable; try again 
 
 # graphql-core phrases its suggestions as " Did you mean 'x'?" / "... the enum value 'X'?".
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+# How much of a client's own text (message, operation name) one log line keeps.
+LOGGED_MESSAGE: Final = 160
+LOGGED_NAME: Final = 64
 
 OutagePredicate = Callable[[BaseException], bool]
 
@@ -175,3 +185,70 @@ class MaskUnexpected(MaskErrors):
             path=error.path,
             extensions={"code": code, "requestId": self.request_id},
         )
+
+
+# ---- the log
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters: messages quote what the client sent."""
+    line = " ".join(text[: limit * 2].split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def document_hash(query: str | None) -> str:
+    """A short hash that tells repeated documents apart without logging them."""
+    if not query:
+        return "-"
+    return hashlib.blake2b(query.encode("utf-8", "replace"), digest_size=4).hexdigest()
+
+
+def client_code(error: GraphQLError, context: ExecutionContext | None) -> str:
+    """The code ErrorCodes will give a client's error; it runs later, on the way out."""
+    code = (error.extensions or {}).get("code")
+    if isinstance(code, str):
+        return code
+    if isinstance(error, GraphQLSyntaxError):
+        return GRAPHQL_PARSE_FAILED
+    # Errors reported before execution started are the validator's; after, the variables'.
+    if context is not None and context.result is None:
+        return GRAPHQL_VALIDATION_FAILED
+    return BAD_USER_INPUT
+
+
+class LoggingSchema(strawberry.Schema):
+    """Strawberry's schema with our log policy in `process_errors`, Strawberry's hook for it
+    (its own logs every error at ERROR with the document and any traceback).
+
+    `log_faults` is off where MaskUnexpected logs the faults, with their request ids."""
+
+    def __init__(self, *args: Any, log_faults: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log_faults = log_faults
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        mistakes = []
+        for error in errors:
+            if not is_unexpected(error):
+                mistakes.append(error)
+            elif self.log_faults:
+                original = error.original_error
+                assert original is not None
+                log.error(
+                    "unexpected error in %s",
+                    ".".join(str(p) for p in error.path or ()),
+                    exc_info=(type(original), original, original.__traceback__),
+                )
+        if mistakes:
+            # One line per operation: a document can hold a hundred validation errors.
+            first, context = mistakes[0], execution_context
+            log.info(
+                "client error %s: %s%s (operation %s, document %s)",
+                client_code(first, context),
+                clipped(first.message, LOGGED_MESSAGE),
+                f" (and {len(mistakes) - 1} more)" if len(mistakes) > 1 else "",
+                clipped(context.operation_name or "-", LOGGED_NAME) if context else "-",
+                document_hash(context.query) if context else "-",
+            )

@@ -1,14 +1,18 @@
 """Resolver layer: the limits every operation must fit before it runs, as validation rules.
 
-Depth, aliases and tokens use Strawberry's own limiters; the cost and directive limits are
-small graphql-core rules of ours. Every refusal is a GraphQL error whose `extensions.code`
-names the limit (`QUERY_TOO_DEEP`, `TOO_MANY_ALIASES`, `TOO_MANY_TOKENS`, `QUERY_TOO_COSTLY`,
-`TOO_MANY_DIRECTIVES`), so a client can tell "too big" from "wrong".
+Every refusal is a GraphQL error whose `extensions.code` names the limit (`QUERY_TOO_DEEP`,
+`TOO_MANY_ALIASES`, `TOO_MANY_TOKENS`, `QUERY_TOO_COSTLY`, `TOO_MANY_DIRECTIVES`), so a
+client can tell "too big" from "wrong".
 
-Why not graphql-complexity: its list multiplier applies only to fields typed as lists (a Relay
-connection is an object), it reads neither `last` nor variables, and its Strawberry extra pins
-an old Strawberry. The rule below is what we need: cost = fields asked for, with each page's
-lists multiplied by the page size the client asked for.
+Depth, aliases and cost are measured together by `resolvers.measure`, in time linear in the
+document (Strawberry's depth and alias limiters walk every fragment path: exponential time for
+a document of nested fragment spreads). A document over a limit is refused before graphql-core's
+own rules look at it: their cost grows faster than the document (OverlappingFieldsCanBeMerged
+compares fields pairwise), and what they would find no longer matters.
+
+Why not graphql-complexity for the cost: its list multiplier applies only to fields typed as
+lists (a Relay connection is an object), it reads neither `last` nor variables, and its
+Strawberry extra pins an old Strawberry.
 """
 
 from __future__ import annotations
@@ -20,42 +24,25 @@ from typing import Any, Final
 from graphql import (
     ASTValidationRule,
     DirectiveNode,
-    FieldNode,
-    FragmentSpreadNode,
+    DocumentNode,
+    FragmentDefinitionNode,
     GraphQLError,
-    GraphQLField,
-    GraphQLInterfaceType,
-    GraphQLList,
-    GraphQLNamedType,
-    GraphQLNonNull,
-    GraphQLObjectType,
-    InlineFragmentNode,
-    IntValueNode,
     OperationDefinitionNode,
-    SelectionSetNode,
     ValidationContext,
     ValidationRule,
-    VariableNode,
-    get_named_type,
 )
-from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from graphql.validation.validate import ValidationAbortedError
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
 from resolvers.connection import DEFAULT_PAGE, MAX_PAGE
+from resolvers.inputs import InputBounds, LiteralBounds
+from resolvers.measure import DocumentMeasure
 
 QUERY_TOO_DEEP: Final = "QUERY_TOO_DEEP"
 TOO_MANY_ALIASES: Final = "TOO_MANY_ALIASES"
 TOO_MANY_TOKENS: Final = "TOO_MANY_TOKENS"
 QUERY_TOO_COSTLY: Final = "QUERY_TOO_COSTLY"
 TOO_MANY_DIRECTIVES: Final = "TOO_MANY_DIRECTIVES"
-
-PAGE_ARGUMENTS: Final = ("first", "last")
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
 
@@ -84,139 +71,72 @@ def with_code(error: GraphQLError, code: str, **extra: Any) -> GraphQLError:
     )
 
 
-def coded(rule: type[ASTValidationRule], code: str) -> type[ASTValidationRule]:
-    """`rule`, with `code` on every error it reports.
-
-    Strawberry's depth and alias rules do their whole check while being constructed and
-    report through the context, so the context's error callback is wrapped for that time.
-    """
-
-    class Coded(rule):  # type: ignore[valid-type,misc]
-        def __init__(self, context: ValidationContext) -> None:
-            report = context.on_error
-            context.on_error = lambda error: report(with_code(error, code))  # type: ignore[method-assign]
-            try:
-                super().__init__(context)
-            finally:
-                context.on_error = report  # type: ignore[method-assign]
-
-        def report_error(self, error: GraphQLError) -> None:
-            super().report_error(with_code(error, code))
-
-    Coded.__name__ = Coded.__qualname__ = f"{rule.__name__}_{code}"
-    return Coded
+class Refused(ValidationAbortedError):
+    """A limit's refusal, raised to stop validation: graphql-core keeps it as the last error
+    (`validate` documents aborting). Raised on entering the document, before any rule has
+    visited a selection set."""
 
 
-# ---- cost
+# ---- depth, aliases and cost
 
 
-def page_size(node: FieldNode, default: int) -> int:
-    """The page a field asks for: a literal `first`/`last`, the largest page for a variable
-    (its value is not known while validating, and validation results are cached), or
-    `default`. Out-of-range values are the resolver's to refuse (BAD_USER_INPUT)."""
-    for argument in node.arguments or ():
-        if argument.name.value not in PAGE_ARGUMENTS:
-            continue
-        if isinstance(argument.value, IntValueNode):
-            return max(0, min(int(argument.value.value), MAX_PAGE))
-        if isinstance(argument.value, VariableNode):
-            return MAX_PAGE
-    return default
+def size_rule(limits: QueryLimits, default_page: int = DEFAULT_PAGE) -> type[ValidationRule]:
+    """Refuse operations deeper than `max_depth` (QUERY_TOO_DEEP), documents with more than
+    `max_aliases` aliased fields (TOO_MANY_ALIASES, counted wherever a fragment is spread) and
+    operations costing more than `max_cost` (QUERY_TOO_COSTLY)."""
 
-
-def cost_rule(max_cost: int, default_page: int = DEFAULT_PAGE) -> type[ValidationRule]:
-    """Refuse operations whose cost passes `max_cost` (QUERY_TOO_COSTLY).
-
-    Every field costs 1 plus its selections. Below a field that takes `first`/`last`, each
-    list it returns (`nodes`, `edges`) costs its page size times its own cost; `totalCount`
-    and `pageInfo` do not grow with the page. Fragments count wherever they are spread.
-    """
-
-    class CostLimit(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: object) -> None:
-            root = self.context.schema.get_root_type(node.operation)
-            cost = self.selections(node.selection_set, root, 1, frozenset())
-            if cost > max_cost:
-                self.report_error(
+    class SizeLimit(ValidationRule):
+        def enter_document(self, node: DocumentNode, *_: object) -> None:
+            fragments = {
+                definition.name.value: definition
+                for definition in node.definitions
+                if isinstance(definition, FragmentDefinitionNode)
+            }
+            measure = DocumentMeasure(self.context.schema, fragments, default_page, MAX_PAGE)
+            errors: list[GraphQLError] = []
+            aliases = 0
+            for definition in node.definitions:
+                if not isinstance(definition, OperationDefinitionNode):
+                    continue
+                size = measure.operation(definition)
+                aliases += size.aliases
+                name = definition.name.value if definition.name else "anonymous"
+                if size.depth > limits.max_depth:
+                    errors.append(
+                        GraphQLError(
+                            f"'{name}' exceeds maximum operation depth of {limits.max_depth}",
+                            definition,
+                            extensions={"code": QUERY_TOO_DEEP},
+                        )
+                    )
+                cost = size.cost(1)
+                if cost > limits.max_cost:
+                    errors.append(
+                        GraphQLError(
+                            f"The operation costs {cost}; at most {limits.max_cost} is allowed. "
+                            "Ask for smaller pages (`first`/`last`) or fewer fields.",
+                            definition,
+                            extensions={
+                                "code": QUERY_TOO_COSTLY,
+                                "cost": cost,
+                                "maxCost": limits.max_cost,
+                            },
+                        )
+                    )
+            if aliases > limits.max_aliases:
+                errors.append(
                     GraphQLError(
-                        f"The operation costs {cost}; at most {max_cost} is allowed. Ask for "
-                        "smaller pages (`first`/`last`) or fewer fields.",
-                        node,
-                        extensions={"code": QUERY_TOO_COSTLY, "cost": cost, "maxCost": max_cost},
+                        f"{aliases} aliases found. Allowed: {limits.max_aliases}",
+                        extensions={"code": TOO_MANY_ALIASES},
                     )
                 )
+            if errors:
+                *reported, last = errors
+                for error in reported:
+                    self.report_error(error)
+                raise Refused(last.message, last.nodes, extensions=last.extensions)
 
-        def selections(
-            self,
-            selection_set: SelectionSetNode | None,
-            parent: GraphQLNamedType | None,
-            page: int,
-            spread: frozenset[str],
-        ) -> int:
-            if selection_set is None:
-                return 0
-            total = 0
-            for selection in selection_set.selections:
-                if isinstance(selection, FieldNode):
-                    total += self.field(selection, parent, page, spread)
-                elif isinstance(selection, InlineFragmentNode):
-                    condition = selection.type_condition
-                    typed = (
-                        self.context.schema.get_type(condition.name.value) if condition else parent
-                    )
-                    total += self.selections(selection.selection_set, typed, page, spread)
-                elif isinstance(selection, FragmentSpreadNode):
-                    name = selection.name.value
-                    fragment = self.context.get_fragment(name)
-                    # A cycle is NoFragmentCyclesRule's to report: count a fragment once per path.
-                    if fragment is None or name in spread:
-                        continue
-                    typed = self.context.schema.get_type(fragment.type_condition.name.value)
-                    total += self.selections(fragment.selection_set, typed, page, spread | {name})
-            return total
-
-        def field(
-            self,
-            node: FieldNode,
-            parent: GraphQLNamedType | None,
-            page: int,
-            spread: frozenset[str],
-        ) -> int:
-            definition = field_definition(self.context, parent, node.name.value)
-            if definition is None:
-                # An unknown field (FieldsOnCorrectTypeRule reports it): count what it asks for.
-                return 1 + self.selections(node.selection_set, None, 1, spread)
-            paged = any(argument in definition.args for argument in PAGE_ARGUMENTS)
-            inner = page_size(node, default_page) if paged else 1
-            cost = 1 + self.selections(
-                node.selection_set, get_named_type(definition.type), inner, spread
-            )
-            return cost * page if is_list(definition) else cost
-
-    return CostLimit
-
-
-def field_definition(
-    context: ValidationContext, parent: GraphQLNamedType | None, name: str
-) -> GraphQLField | None:
-    if name == "__typename":
-        return TypeNameMetaFieldDef
-    if parent is not None and parent is context.schema.query_type:
-        if name == "__schema":
-            return SchemaMetaFieldDef
-        if name == "__type":
-            return TypeMetaFieldDef
-    if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
-        found: GraphQLField | None = parent.fields.get(name)
-        return found
-    return None
-
-
-def is_list(definition: GraphQLField) -> bool:
-    type_ = definition.type
-    if isinstance(type_, GraphQLNonNull):
-        type_ = type_.of_type
-    return isinstance(type_, GraphQLList)
+    return SizeLimit
 
 
 # ---- directives
@@ -272,23 +192,16 @@ class TokenLimiter(MaxTokensLimiter):
 def limit_extensions(limits: QueryLimits) -> list[ExtensionFactory]:
     """The limits as extension factories (Strawberry builds fresh instances per operation).
 
-    The rule classes are built once, here: Strawberry's limiters create a new rule class per
-    instance, and `ValidationCache` keys on the rule classes, so building them per operation
-    would make every validation a cache miss.
+    The rule classes are built once, here: `ValidationCache` keys on the rule classes, so
+    building them per operation would make every validation a cache miss.
     """
     rules: list[type[ASTValidationRule]] = [
-        *(
-            coded(rule, QUERY_TOO_DEEP)
-            for rule in QueryDepthLimiter(max_depth=limits.max_depth).validation_rules
-        ),
-        *(
-            coded(rule, TOO_MANY_ALIASES)
-            for rule in MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules
-        ),
-        cost_rule(limits.max_cost),
+        size_rule(limits),
         directive_rule(limits.max_directives),
+        LiteralBounds,
     ]
     return [
         lambda: AddValidationRules(rules),
         lambda: TokenLimiter(max_token_count=limits.max_tokens),
+        InputBounds,
     ]

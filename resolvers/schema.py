@@ -6,7 +6,14 @@ import strawberry
 from strawberry.extensions import DisableIntrospection, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
-from resolvers.error_policy import CachedParser, ErrorCodes, MaskUnexpected, OutagePredicate, never
+from resolvers.error_policy import (
+    CachedParser,
+    ErrorCodes,
+    LoggingSchema,
+    MaskUnexpected,
+    OutagePredicate,
+    never,
+)
 from resolvers.limits import ExtensionFactory, QueryLimits, limit_extensions
 from resolvers.mutations import Mutation
 from resolvers.query import Query
@@ -51,7 +58,7 @@ def build_schema(
         extensions.append(DisableIntrospection)
     if production:
         extensions.append(lambda: MaskUnexpected(is_outage=is_outage))
-    return strawberry.Schema(
+    return LoggingSchema(
         query=Query,
         mutation=MutationWithSandbox if sandbox else Mutation,
         subscription=Subscription,
@@ -62,6 +69,8 @@ def build_schema(
         # Plain leaf fields skip graphql-core's per-field machinery (resolvers.execution);
         # subscribers that would get the same result share one execution per event.
         execution_context_class=SharedEventExecutor if fast_executor else PlainEventExecutor,
+        # In production MaskUnexpected logs each fault with the request id the client gets.
+        log_faults=not production,
     )
 
 

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import strawberry
-from graphql import get_introspection_query
+from graphql import OverlappingFieldsCanBeMergedRule, get_introspection_query
 from strawberry.extensions.validation_cache import _get_validate_cache
 
 from resolvers.context import Context
 from resolvers.limits import QueryLimits
+from resolvers.measure import DocumentMeasure
 from resolvers.schema import CACHE_SIZE, build_schema
 from tests.resolvers.conftest import Api
 
 LIMITS = QueryLimits(max_depth=5, max_aliases=3, max_tokens=200, max_cost=1_000, max_directives=4)
 
 PAGE_FIELDS = "id name status lastWithdrawal { id status }"  # cost 6 per certificate
+
+
+CONSOLE_PAGE = """
+query Certificates($first: Int!, $after: String, $filter: CertificateFilter) {
+  viewer { tenant { name } }
+  certificates(first: $first, after: $after, filter: $filter) {
+    totalCount pageInfo { hasNextPage endCursor } nodes { ...Row }
+  }
+}
+fragment Row on Certificate {
+  id name type domainType brand domain additionalDomains
+  status statusLabel availableActions version updatedAt
+  lastWithdrawal { id status failureReason requestedAt resolvedAt }
+}
+"""
 
 
 def production(limits: QueryLimits = LIMITS) -> strawberry.Schema:
@@ -141,6 +158,73 @@ async def test_fragments_count_wherever_they_are_spread(api: Api) -> None:
     assert result.errors and codes(result) == {"GRAPHQL_VALIDATION_FAILED"}
 
 
+def fan_out(n: int, leaf: str, level: str = "{}", on: str = "Query") -> str:
+    """`...Dn`, where D0 selects `leaf` and each Di is `level` around two spreads of D(i-1):
+    2^n copies of `leaf` in about 10n tokens."""
+    spread = f"...D{n}"
+    head = f"{{ {spread} }}" if on == "Query" else f'{{ node(id: "x") {{ {spread} }} }}'
+    fragments = [f"fragment D0 on {on} {{ {leaf} }}"] + [
+        f"fragment D{i} on {on} {{ {level.format(f'...D{i - 1} ...D{i - 1}')} }}"
+        for i in range(1, n + 1)
+    ]
+    return "\n".join([head, *fragments])
+
+
+WITHDRAWAL_LEVEL = "certificate {{ lastWithdrawal {{ {} }} }}"
+
+FAMILIES: dict[str, tuple[str, str, str, Callable[[int], int], set[str]]] = {
+    # D0's selection, each level's, the type of the fragments, the selection sets in the
+    # document (each visited once), the codes expected.
+    "cost": ("viewer { tenant { name } }", "{}", "Query", lambda n: n + 4, {"QUERY_TOO_COSTLY"}),
+    "aliases": (
+        "a: viewer { tenant { name } }",
+        "{}",
+        "Query",
+        lambda n: n + 4,
+        {"TOO_MANY_ALIASES", "QUERY_TOO_COSTLY"},
+    ),
+    "depth": (
+        "id",
+        WITHDRAWAL_LEVEL,
+        "Withdrawal",
+        lambda n: 3 * n + 3,
+        {"QUERY_TOO_DEEP", "QUERY_TOO_COSTLY"},
+    ),
+}
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("n", [10, 16, 22, 26, 33, 40])
+async def test_fragment_fan_out_is_refused_with_one_visit_per_selection_set(
+    monkeypatch: pytest.MonkeyPatch, family: str, n: int
+) -> None:
+    leaf, level, on, selection_sets, expected = FAMILIES[family]
+    visits, overlaps = Counter(), Counter()
+    monkeypatch.setattr(DocumentMeasure, "selections", visits.wrap(DocumentMeasure.selections))
+    rule = OverlappingFieldsCanBeMergedRule
+    monkeypatch.setattr(rule, "enter_selection_set", overlaps.wrap(rule.enter_selection_set))
+    schema = production(replace(LIMITS, max_tokens=2_000))
+    result = await schema.execute(fan_out(n, leaf, level, on))
+    assert result.data is None
+    assert codes(result) == expected, result.errors
+    # Linear: each selection set of the document once, however often its fragment is spread.
+    assert visits.calls == selection_sets(n)
+    # Refused before graphql-core's own rules compared a single field.
+    assert overlaps.calls == 0
+
+
 async def test_a_flood_of_unknown_directives_is_refused_with_its_code(api: Api) -> None:
     flood = "{ __typename " + "@aa " * 500 + "}"
     result = await production(replace(LIMITS, max_tokens=2_000)).execute(flood)
@@ -149,23 +233,20 @@ async def test_a_flood_of_unknown_directives_is_refused_with_its_code(api: Api) 
 
 async def test_the_console_and_graphiql_queries_fit_the_default_limits(api: Api) -> None:
     defaults = build_schema(sandbox=True, limits=QueryLimits())
-    console_page = """
-    query Certificates($first: Int!, $after: String, $filter: CertificateFilter) {
-      viewer { tenant { name } }
-      certificates(first: $first, after: $after, filter: $filter) {
-        totalCount pageInfo { hasNextPage endCursor } nodes { ...Row }
-      }
-    }
-    fragment Row on Certificate {
-      id name type domainType brand domain additionalDomains
-      status statusLabel availableActions version updatedAt
-      lastWithdrawal { id status failureReason requestedAt resolvedAt }
-    }
-    """
-    page = await defaults.execute(console_page, {"first": 100}, context_value=api.context())
+    page = await defaults.execute(CONSOLE_PAGE, {"first": 100}, context_value=api.context())
     assert not page.errors, page.errors
     introspection = await defaults.execute(get_introspection_query(descriptions=True))
     assert not introspection.errors, introspection.errors
+
+
+@pytest.mark.parametrize(
+    ("query", "cost"), [(CONSOLE_PAGE, 1908), (get_introspection_query(descriptions=True), 220)]
+)
+async def test_the_console_and_graphiql_queries_cost_what_they_did(query: str, cost: int) -> None:
+    # The costs the path-walking rule charged before fragments were measured once.
+    below = build_schema(sandbox=True, limits=replace(QueryLimits(), max_cost=cost - 1))
+    [error] = (await below.execute(query, {"first": 100})).errors or []
+    assert error.extensions == {"code": "QUERY_TOO_COSTLY", "cost": cost, "maxCost": cost - 1}
 
 
 async def test_limits_keep_the_validation_cache_hitting(api: Api) -> None:
