@@ -119,8 +119,7 @@ class SqliteRunner:
         return self._at_once, self._reading, self._waiting
 
     def dispose(self) -> None:
-        self._readers.shutdown(wait=True)
-        self._thread.shutdown(wait=True)
+        # The threads stay: an engine may be used again after `dispose` (a new pool opens).
         for engine in self.engines:
             engine.dispose()
 
