@@ -32,7 +32,7 @@ class Container:
     def __init__(self, settings: Settings, *, run_background: bool = True) -> None:
         self.settings = settings
         self.clock = SystemClock()
-        self.engine = create_engine(settings.database_url)
+        self.engine = create_engine(settings.database_url, settings.database_limits)
         self.uow = SqlUnitOfWorkFactory(self.engine, self.clock.now)
         # This process's subscribers. On PostgreSQL every process's changes reach them through
         # LISTEN/NOTIFY; on SQLite (one process) the service tells the broker directly.

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from server.db import create_engine
+from server.db_limits import MIGRATION_LIMITS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -32,7 +33,7 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade(url: str) -> None:
     """Upgrade the database to the newest revision; a database already there is left as is."""
-    engine = create_engine(url)
+    engine = create_engine(url, MIGRATION_LIMITS)
     try:
         # One transaction for the whole upgrade (SQLite and PostgreSQL both have transactional
         # DDL). On SQLite it must take the write lock up front, like every writer.
@@ -61,7 +62,7 @@ async def is_current(url: str) -> bool:
 
 async def current_revisions(url: str) -> set[str]:
     """The revisions the database is at (empty before the first migration)."""
-    engine = create_engine(url)
+    engine = create_engine(url, MIGRATION_LIMITS)
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(_current_revisions)

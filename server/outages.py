@@ -1,4 +1,5 @@
-"""Server layer: telling an outage (the database unreachable) from a bug, among exceptions.
+"""Server layer: telling an outage (the database unreachable, or too busy to answer within
+its time limits) from a bug, among exceptions.
 
 An outage is answered "service unavailable, retry" (HTTP 503, or the GraphQL code
 SERVICE_UNAVAILABLE); a bug is answered "unexpected error" with a request id. Neither shows
@@ -11,6 +12,8 @@ import sqlite3
 
 import asyncpg
 from sqlalchemy import exc
+
+from server.db_limits import DatabaseTimeLimit
 
 # The server went away, is starting up or shutting down, or refused more connections.
 _POSTGRES_OUTAGES = (
@@ -38,6 +41,9 @@ def is_outage(error: BaseException) -> bool:
             return True
         # Connection refused or reset, or no answer in time.
         if isinstance(current, ConnectionError | TimeoutError):
+            return True
+        # A statement past its budget, a write past its deadline.
+        if isinstance(current, DatabaseTimeLimit):
             return True
         if isinstance(current, _POSTGRES_OUTAGES):
             return True

@@ -8,6 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.db_limits import DEFAULT_STATEMENT_TIMEOUT_SECONDS, DatabaseLimits
+
+_DB = DatabaseLimits()
+
 
 class Settings(BaseSettings):
     """Everything configurable about one certgraph process (SPEC section 5).
@@ -41,6 +45,12 @@ class Settings(BaseSettings):
     # (resolvers.execution); the answers are the same (tests/resolvers/test_executor_parity.py).
     fast_executor: bool = True
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # Database time limits (README "Security"); passing one answers SERVICE_UNAVAILABLE.
+    statement_timeout_seconds: float = Field(default=DEFAULT_STATEMENT_TIMEOUT_SECONDS, gt=0)
+    write_deadline_seconds: float = Field(default=_DB.write_deadline_seconds, gt=0)
+    # SQLite: reads by key at once on the event loop (the fast path); 0 sends every read to the
+    # reader threads.
+    sqlite_key_reads_on_loop: bool = _DB.key_reads_on_loop
 
     # Query limits (README "Security"): each refusal is a GraphQL error with a stable code.
     max_depth: int = Field(default=10, gt=0)
@@ -65,6 +75,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(origin.strip() for origin in value.split(",") if origin.strip())
         return value
+
+    @property
+    def database_limits(self) -> DatabaseLimits:
+        return DatabaseLimits(
+            statement_timeout_seconds=self.statement_timeout_seconds,
+            write_deadline_seconds=self.write_deadline_seconds,
+            key_reads_on_loop=self.sqlite_key_reads_on_loop,
+        )
 
     @property
     def graphiql_enabled(self) -> bool:

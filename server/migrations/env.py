@@ -10,6 +10,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
 from server.db import create_engine
+from server.db_limits import MIGRATION_LIMITS
 from server.persistence.tables import Base, UtcDateTime
 
 target_metadata = Base.metadata
@@ -36,7 +37,7 @@ def run_on(connection: Connection) -> None:
 
 
 async def run_with_own_engine(url: str) -> None:
-    engine = create_engine(url)
+    engine = create_engine(url, MIGRATION_LIMITS)
     try:
         async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
             await connection.run_sync(run_on)

@@ -1,9 +1,9 @@
 """Server layer: the API's read side over SQL (keyset pages, counts, batch loads).
 
 Implements `domain.reading.CertificateReader` with SQLAlchemy Core. Every call is one
-statement, its own transaction (`server.db.read_statement`: on SQLite at once on the event
-loop, on PostgreSQL a pooled connection in autocommit); counts, which may scan a tenant, run
-on aiosqlite's thread. Loads of certificates by id
+statement, its own transaction (`server.db.read_statement`: on PostgreSQL a pooled connection
+in autocommit; on SQLite loads by key at once on the event loop, and pages, counts and
+histories, whose work grows with the data, on a reader thread). Loads of certificates by id
 made in the same turn of the event loop, by any number of requests or subscriptions of one
 tenant, share one query (`SharedLoads`): a status change fanned out to 1,000 subscribers
 costs one read, not 1,000.
@@ -47,7 +47,7 @@ from domain.reading import (
     SortField,
 )
 from domain.statuses import CertificateStatus
-from server.db import read_statement, single_statement_reader
+from server.db import read_statement
 from server.persistence.mapping import (
     certificate_from_row,
     certificates,
@@ -155,15 +155,13 @@ def page_query(
 class SqlCertificateReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        # Counts may scan a whole tenant: on a thread, not on the event loop (`read_statement`).
-        self._scans = single_statement_reader(engine)
         self._shared_certificates = SharedLoads[TenantId](self._certificate_rows)
 
-    async def _rows(self, query: Select[Any]) -> Sequence[RowMapping]:
+    async def _rows(self, query: Select[Any], *, by_key: bool = False) -> Sequence[RowMapping]:
         def rows(connection: Connection) -> Sequence[RowMapping]:
             return connection.execute(query).mappings().all()
 
-        return await read_statement(self._engine, rows)
+        return await read_statement(self._engine, rows, by_key=by_key)
 
     async def page(
         self,
@@ -182,8 +180,11 @@ class SqlCertificateReader:
         query = (
             select(func.count()).select_from(certificates).where(*filter_clauses(tenant_id, where))
         )
-        async with self._scans.connect() as connection:
-            return int((await connection.execute(query)).scalar_one())
+
+        def count(connection: Connection) -> int:
+            return int(connection.execute(query).scalar_one())
+
+        return await read_statement(self._engine, count)
 
     async def certificates(
         self, tenant_id: TenantId, ids: Sequence[str]
@@ -194,10 +195,12 @@ class SqlCertificateReader:
         return {row["id"]: certificate_from_row(row) for row in rows}
 
     async def _certificate_rows(self, tenant_id: TenantId, ids: list[str]) -> Sequence[RowMapping]:
+        # At most `MAX_SHARED_KEYS` primary keys.
         return await self._rows(
             certificate_select().where(
                 certificates.c.tenant_id == tenant_id, certificates.c.id.in_(ids)
-            )
+            ),
+            by_key=True,
         )
 
     async def withdrawals(
@@ -208,7 +211,8 @@ class SqlCertificateReader:
         rows = await self._rows(
             select(withdrawals)
             .join(certificates, certificates.c.id == withdrawals.c.certificate_id)
-            .where(certificates.c.tenant_id == tenant_id, withdrawals.c.id.in_(sorted(set(ids))))
+            .where(certificates.c.tenant_id == tenant_id, withdrawals.c.id.in_(sorted(set(ids)))),
+            by_key=True,
         )
         loaded = (withdrawal_from_row(row) for row in rows)
         return {w.id: w for w in loaded if w is not None}
@@ -243,6 +247,8 @@ class SqlCertificateReader:
             .where(
                 certificates.c.tenant_id == tenant_id,
                 documents.c.certificate_id.in_(sorted(set(certificate_ids))),
-            )
+            ),
+            # One document per certificate.
+            by_key=True,
         )
         return {row["certificate_id"]: document_from_row(row) for row in rows}

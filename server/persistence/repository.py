@@ -111,7 +111,8 @@ class SqlCertificateRepository:
     async def get(self, tenant_id: TenantId, certificate_id: CertificateId) -> Certificate | None:
         bound = {"b_id": certificate_id, "b_tenant": tenant_id}
         return await self._reader(
-            lambda connection: _certificate(connection.execute(_GET, bound).mappings().first())
+            lambda connection: _certificate(connection.execute(_GET, bound).mappings().first()),
+            by_key=True,
         )
 
     async def get_many_any_tenant(
@@ -129,7 +130,8 @@ class SqlCertificateRepository:
     async def get_any_tenant(self, certificate_id: CertificateId) -> Certificate | None:
         query = certificate_select().where(certificates.c.id == certificate_id)
         return await self._reader(
-            lambda connection: _certificate(connection.execute(query).mappings().first())
+            lambda connection: _certificate(connection.execute(query).mappings().first()),
+            by_key=True,
         )
 
     async def get_withdrawal(self, withdrawal_id: WithdrawalId) -> Withdrawal | None:
@@ -139,7 +141,7 @@ class SqlCertificateRepository:
             row = connection.execute(query).mappings().first()
             return withdrawal_from_row(row) if row else None
 
-        return await self._reader(read)
+        return await self._reader(read, by_key=True)
 
     def _next_poll(self, certificate: Certificate) -> datetime | None:
         # Anything the CA still reviews is due for a poll now; the worker spaces them out.
@@ -201,7 +203,9 @@ class SqlIdempotencyKeys:
     async def find(self, tenant_id: TenantId, operation: str, key: str) -> StoredWithdrawal | None:
         assert self._read is not None, "reads need a unit of work opened for reading"
         bound = {"b_tenant": tenant_id, "b_operation": operation, "b_key": key}
-        row = await self._read(lambda connection: connection.execute(_FIND_KEY, bound).first())
+        row = await self._read(
+            lambda connection: connection.execute(_FIND_KEY, bound).first(), by_key=True
+        )
         if row is None:
             return None
         return StoredWithdrawal(CertificateId(row[0]), WithdrawalId(row[1]))

@@ -7,13 +7,14 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select
+from sqlalchemy import Connection, Row, RowMapping, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.model import TenantId, new_id
-from server.db import read_statement, single_statement_reader
+from server.db import read_statement
 from server.persistence.shared_loads import SharedLoads
 from server.persistence.tables import ApiTokenRow, Base, TenantRow
 
@@ -49,7 +50,6 @@ class TenantStore:
         self._engine = engine
         # Writers take SQLite's write lock up front (see server.db); other backends ignore it.
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
-        self._reader = single_statement_reader(engine)
         # Tokens presented in one turn of the event loop are looked up in one query.
         self._token_loads = SharedLoads[None](self._tenants_of_hashes, key_column="token_hash")
         self._now = now
@@ -98,13 +98,17 @@ class TenantStore:
         def rows(connection: Connection) -> Sequence[RowMapping]:
             return connection.execute(query).mappings().all()
 
-        return await read_statement(self._engine, rows)
+        # At most `MAX_SHARED_KEYS` hashes, each found by its unique index.
+        return await read_statement(self._engine, rows, by_key=True)
 
     async def get(self, tenant_id: TenantId) -> Tenant | None:
         query = select(tenants.c.id, tenants.c.name).where(tenants.c.id == tenant_id)
-        async with self._reader.connect() as connection:
-            row = (await connection.execute(query)).first()
-        return None if row is None else Tenant(TenantId(row.id), row.name)
+
+        def row(connection: Connection) -> Row[Any, Any] | None:
+            return connection.execute(query).first()
+
+        found = await read_statement(self._engine, row, by_key=True)
+        return None if found is None else Tenant(TenantId(found.id), found.name)
 
     async def _ensure_tenant(self, connection: AsyncConnection, name: str) -> Tenant:
         tenant = await self._find(connection, name)
