@@ -75,8 +75,9 @@ def large_document(number: int, size: int) -> str:
 async def large_documents(target: Target, out: Outcomes) -> None:
     sizes = target.sizes
     stamp = time.time_ns()
+    # The oversize one first: the item may be cut before the last of the others.
     plan = [(stamp + n, sizes.ws_document_bytes) for n in range(sizes.ws_documents)]
-    for number, size in [*plan, (stamp - 1, OVERSIZE)]:
+    for number, size in [(stamp - 1, OVERSIZE), *plan]:
         message = orjson.dumps(
             {"id": "1", "type": "subscribe", "payload": {"query": large_document(number, size)}}
         ).decode()
