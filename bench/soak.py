@@ -93,7 +93,11 @@ class Row:
 
 
 def rss_mib(pid: int) -> float:
-    return servers.status_kib(pid, "VmRSS") / 1024
+    """The resident memory of a running process; 0 once it has exited."""
+    try:
+        return servers.status_kib(pid, "VmRSS") / 1024
+    except OSError:
+        return 0.0
 
 
 def log_lines(path: Path, since: int) -> int:
@@ -113,12 +117,16 @@ class Soak:
         may still hold the server, and it belongs to the item that sent it."""
         deadline = time.monotonic() + self.args.settle
         async with httpx.AsyncClient(base_url=self.server.url, timeout=1) as client:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and self.exit_code() is None:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get("/healthz")).status_code == 200:
                         return True
                 await asyncio.sleep(0.2)
         return False
+
+    def exit_code(self) -> int | None:
+        assert self.server.process is not None
+        return self.server.process.poll()
 
     async def measure(
         self, label: str, run: Callable[[Outcomes], Awaitable[None]], seconds: float
@@ -142,7 +150,12 @@ class Soak:
                     failed = True
         end = time.monotonic()
         if not await self.settle():
-            out.notes.append(f"/healthz still failing {self.args.settle:.0f} s after the item")
+            code = self.exit_code()
+            out.notes.append(
+                f"/healthz still failing {self.args.settle:.0f} s after the item"
+                if code is None
+                else f"THE SERVER EXITED ({code})"
+            )
         after = rss_mib(pid)
         peak = max(meter.peak_mib, before, after)
         lines = log_lines(self.server.log, offset)
