@@ -77,6 +77,9 @@ def _pings(ws_url: str, token: str, stop: Event, record: _Recorder) -> None:
                 subprotocols=[Subprotocol("graphql-transport-ws")],
                 compression=None,
                 open_timeout=PATIENCE,
+                # No keepalive of the client's own: it would close the socket on a stalled
+                # server, and the stall is what the pings measure.
+                ping_interval=None,
             ) as socket:
                 socket.send(init)
                 if json.loads(socket.recv(timeout=PATIENCE)).get("type") != "connection_ack":

@@ -31,6 +31,8 @@ async def _open(target: Target, patience: float) -> tuple[ClientConnection | Non
             compression=None,
             open_timeout=patience,
             max_size=None,
+            # Idle means idle: no keepalive pings from the client.
+            ping_interval=None,
         )
     except InvalidStatus as refused:
         return None, f"HTTP {refused.response.status_code}"
