@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 RUN_ENV := CERTGRAPH_ENV=development CERTGRAPH_AUTH=off CERTGRAPH_SANDBOX=1 \
 	CERTGRAPH_CA_AUTO_DECIDE_SECONDS=5
 
-.PHONY: help install lint test run lock browser-deps pebble-deps bench bench-deps clean
+.PHONY: help install lint test run lock browser-deps pebble-deps bench bench-deps soak clean
 
 help:
 	@echo "make install       create .venv and install certgraph[dev] pinned by constraints.txt"
@@ -25,6 +25,7 @@ help:
 	@echo "make browser-deps  install Debian's chromium for the browser tests if missing"
 	@echo "make pebble-deps   install Debian's pebble (ACME test server) for the ACME tests if missing"
 	@echo "make bench         seed, serve and load certgraph and the floor; print the table (BENCH_ARGS=...)"
+	@echo "make soak          the hostile set of issue 12 against a live server: stalls, RSS (SOAK_ARGS=--quick)"
 	@echo "make clean         remove the venv, caches and build output"
 
 install: $(STAMP)
@@ -74,6 +75,11 @@ bench-deps: $(VENV)/.bench-installed
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $@
+
+# The soak (bench/README.md): seeds one large tenant, serves it, sends the hostile set while
+# timing /healthz and a WebSocket ping; e.g. SOAK_ARGS="--quick" or "--certs 500000".
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 lock:
 	@set -euo pipefail; \

@@ -16,6 +16,21 @@ RSS_LIMIT_MIB = 150
 TAIL_LIMIT = 10  # p99 at most this many times p50
 
 
+def columns(lines: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """Aligned text columns, the first line a heading underlined with dashes; the columns
+    numbered in `right` are aligned right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for n, line in enumerate(lines):
+        cells = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(line)
+        ]
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
+
+
 @dataclass
 class Row:
     scenario: str
@@ -122,17 +137,7 @@ class Report:
                     str(r.errors),
                 )
             )
-        widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-        right = {2, 3, 4, 5, 6, 7, 8}
-        out = []
-        for n, line in enumerate(lines):
-            cells = [
-                str(c).rjust(widths[i]) if i in right else str(c).ljust(widths[i])
-                for i, c in enumerate(line)
-            ]
-            out.append("  ".join(cells).rstrip())
-            if n == 0:
-                out.append("  ".join("-" * w for w in widths))
+        out = columns(lines, right={2, 3, 4, 5, 6, 7, 8})
         out.append("")
         name_width = max((len(t.name) for t in self.targets), default=0)
         for t in self.targets:

@@ -122,7 +122,7 @@ def floor(name: str, database_url: str, log_dir: Path, *, reads: str = "runner")
 # ---- memory
 
 
-def _status_kib(pid: int, key: str) -> int:
+def status_kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
@@ -153,7 +153,7 @@ class RssMeter:
     def _sample(self) -> None:
         while not self._stop.is_set():
             try:
-                self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmRSS"))
+                self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
             except (OSError, ValueError):
                 return
             self._stop.wait(self.interval)
@@ -164,7 +164,7 @@ class RssMeter:
         self._thread.join()
         if self._hwm:
             with contextlib.suppress(OSError):
-                self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmHWM"))
+                self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmHWM"))
 
     @property
     def peak_mib(self) -> float:
