@@ -23,7 +23,7 @@ from typing import Any, cast
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -134,6 +134,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             )
         except HTTPException as error:
             response = self.refusal(request, error)
+        except ClientDisconnect:
+            # The client left before its body arrived: nobody to answer, nothing went wrong.
+            log.debug("client disconnected before sending its request")
+            return
         except Exception as error:
             # The last line of defence: never Starlette's bare text 500 with no GraphQL shape.
             response = failure_response(error)

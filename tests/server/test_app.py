@@ -82,3 +82,42 @@ async def test_each_app_keeps_its_own_metrics(app: Starlette, db_url: str) -> No
         await other.state.container.engine.dispose()
 
     assert 'route="/healthz"' not in response.text
+
+
+async def test_a_client_that_leaves_mid_body_is_neither_answered_nor_logged_as_a_fault(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(Settings(database_url=db_url, auth="off"))
+    incoming = [
+        {"type": "http.request", "body": b'{"query": "{ viewer', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    try:
+        await app(scope, receive, send)
+    finally:
+        await app.state.container.engine.dispose()
+
+    assert not [m for m in sent if m.get("status") == 500]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
