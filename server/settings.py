@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # None: follow `env`; an explicit value wins.
     graphiql: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # SQLite: answer searches from the trigram (FTS5) index where that is cheaper; 0: always read
+    # the tenant's rows in order (the index is kept up to date either way).
+    search_index: bool = True
 
     # Query limits (README "Security"): each refusal is a GraphQL error with a stable code.
     max_depth: int = Field(default=10, gt=0)
