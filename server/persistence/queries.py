@@ -62,7 +62,7 @@ from server.persistence.mapping import (
     withdrawals,
 )
 from server.persistence.repository import certificate_select
-from server.persistence.search import search_clauses, use_index
+from server.persistence.search import search_clauses, tenant_column, use_index
 from server.persistence.shared_loads import SharedLoads
 
 SORT_COLUMNS = {
@@ -81,7 +81,7 @@ def filter_clauses(
 ) -> list[ColumnElement[bool]]:
     """`search_indexed`: the search is narrowed by SQLite's FTS table (`search.use_index`)."""
     status = certificates.c.status
-    clauses = [certificates.c.tenant_id == tenant_id]
+    clauses = [tenant_column(indexed=search_indexed) == tenant_id]
     if where.statuses is None or CertificateStatus.DELETED not in where.statuses:
         clauses.append(status != CertificateStatus.DELETED.value)
     if where.statuses is not None:
