@@ -6,7 +6,7 @@ import itertools
 import sqlite3
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,9 @@ import pytest
 from domain.model import new_id
 from resolvers.connection import MAX_SEARCH_LENGTH
 from resolvers.ids import CERTIFICATE, to_global_id
-from tests.resolvers.conftest import Api, at, insert_certificate
+from resolvers.schema import build_schema
+from server.container import Container
+from tests.resolvers.conftest import Api, at, insert_certificate, settings_for
 from tests.support import counting_statements
 
 PAGE = """
@@ -302,11 +304,17 @@ async def test_search_is_literal_and_case_insensitive(api: Api) -> None:
 
 
 @pytest.mark.parametrize("search", ["x" * 201, "%" * 500, "🔒" * 201, "a\x00b"])
+@pytest.mark.parametrize("production", [False, True])
 async def test_an_overlong_or_nul_search_is_bad_user_input_before_any_query(
-    api: Api, search: str
+    api: Api, search: str, production: bool
 ) -> None:
+    schema = build_schema(sandbox=True, production=production)
     with counting_statements(api.container.engine) as statements:
-        result = await api.execute(PAGE, {"first": 5, "filter": {"search": search}})
+        result = await schema.execute(
+            PAGE,
+            variable_values={"first": 5, "filter": {"search": search}},
+            context_value=api.context(),
+        )
     assert result.data is None
     assert result.errors is not None
     [error] = result.errors
@@ -344,6 +352,23 @@ def test_no_allowed_search_reaches_sqlites_like_pattern_limit() -> None:
         if not 0xD800 <= code <= 0xDFFF  # surrogates: no text holds them
     )
     assert 2 + MAX_SEARCH_LENGTH * widest < limit
+
+
+async def test_with_the_search_index_switched_off_searches_agree_without_it(
+    api: Api, migrated_url: str
+) -> None:
+    engine, tenant = api.container.engine, api.acme.tenant_id
+    needle = await insert_certificate(engine, tenant, name="Needle 100%", created_at=at(1))
+    await insert_certificate(engine, tenant, name="needle 1000", created_at=at(2))
+    off = Container(settings_for(migrated_url, search_index=False), run_background=False)
+    await off.start()
+    try:
+        for each, through_index in ((api, True), (replace(api, container=off), False)):
+            with counting_statements(each.container.engine) as statements:
+                assert await ids(each, search="NEEDLE 100%") == {needle}
+            assert any("certificate_search" in s for s in statements) is through_index
+    finally:
+        await off.close()
 
 
 async def test_paging_keeps_the_filter(api: Api, rows: list[Row]) -> None:
