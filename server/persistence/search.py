@@ -9,11 +9,12 @@ every search query, so an index only ever decides which rows are looked at, neve
   stands; the planner takes it when it expects few matches.
 - SQLite: an FTS5 table with the trigram tokenizer over `search_text`, kept by triggers
   (migration 0004). A search of 3 or more characters is looked up there as one phrase of its
-  trigrams, which finds exactly the rows holding it as a substring; the LIKE checks them again.
+  trigrams, which finds every row holding it as a substring; the LIKE checks them again.
   Shorter searches have no trigram; a search found in more than `INDEX_CANDIDATES` rows of
   the whole table is common enough that reading the tenant in the page's order meets a page of
   matches sooner than fetching and sorting every hit. Both read the tenant in order, as before
-  the index, and stop at the end of the page.
+  the index, and stop at the end of the page: a whole large tenant only when it holds fewer
+  matches than a page (a 1-2 character search, or one common in other tenants only).
 """
 
 from __future__ import annotations
