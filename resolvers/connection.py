@@ -23,6 +23,9 @@ from resolvers.types import Certificate
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
+# Bounds the search pattern (and so its LIKE, far below SQLite's 50,000-byte pattern limit)
+# before any query runs; a name is at most 200 characters too.
+MAX_SEARCH_LENGTH = 200
 BAD_USER_INPUT = "BAD_USER_INPUT"
 
 
@@ -42,7 +45,8 @@ class CertificateFilterInput:
     )
     search: str | None = strawberry.field(
         default=None,
-        description="Case-insensitive substring of the name or of any domain, taken literally.",
+        description="Case-insensitive substring of the name or of any domain, taken literally;"
+        f" at most {MAX_SEARCH_LENGTH} characters.",
     )
     withdrawable: bool | None = strawberry.field(
         default=None,
@@ -53,10 +57,24 @@ class CertificateFilterInput:
     def to_filter(self) -> reading.CertificateFilter:
         return reading.CertificateFilter(
             statuses=frozenset(self.status) if self.status is not None else None,
-            search=self.search,
+            search=checked_search(self.search),
             withdrawable=self.withdrawable,
             types=frozenset(self.type) if self.type is not None else None,
         )
+
+
+def checked_search(search: str | None) -> str | None:
+    if search is None:
+        return None
+    if len(search) > MAX_SEARCH_LENGTH:
+        raise BadUserInput(
+            f"`filter.search` has at most {MAX_SEARCH_LENGTH} characters; got {len(search)}."
+        )
+    # PostgreSQL refuses NUL in text outright and SQLite's LIKE stops reading at one: no
+    # answer both would agree on.
+    if "\x00" in search:
+        raise BadUserInput("`filter.search` cannot contain the NUL character.")
+    return search
 
 
 @strawberry.input(description="Sort order of a certificate list.")

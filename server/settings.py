@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # SQLite: reads by key at once on the event loop (the fast path); 0 sends every read to the
     # reader threads.
     sqlite_key_reads_on_loop: bool = _DB.key_reads_on_loop
+    # SQLite: answer searches from the trigram (FTS5) index where that is cheaper; 0: always read
+    # the tenant's rows in order (the index is kept up to date either way).
+    search_index: bool = True
 
     # Query limits (README "Security"): each refusal is a GraphQL error with a stable code.
     max_depth: int = Field(default=10, gt=0)

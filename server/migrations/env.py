@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 
 from server.db import create_engine
 from server.db_limits import MIGRATION_LIMITS
+from server.persistence.search import is_schema_object
 from server.persistence.tables import Base, UtcDateTime
 
 target_metadata = Base.metadata
@@ -31,6 +32,8 @@ def run_on(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place: later revisions use batch operations.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # The search index's tables and index live outside the metadata (migration 0004).
+        include_name=is_schema_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -12,6 +12,9 @@ Keyset paging: a page is "the `limit` certificates after position P" in the orde
 (sort key, id), with nulls last in both directions. The bound on (key, id) is a row-value
 comparison, which both SQLite and PostgreSQL answer from the (tenant_id, key, id) indexes:
 page 1,000 costs what page 1 costs.
+
+Search: on SQLite a page or count first asks the trigram index how many hits the search has,
+to choose how to read (`server.persistence.search`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from server.persistence.mapping import (
     withdrawals,
 )
 from server.persistence.repository import certificate_select
+from server.persistence.search import search_clauses, tenant_column, use_index
 from server.persistence.shared_loads import SharedLoads
 
 SORT_COLUMNS = {
@@ -72,9 +76,12 @@ SORT_COLUMNS = {
 Compare = Callable[[Any, Any], ColumnElement[bool]]
 
 
-def filter_clauses(tenant_id: TenantId, where: CertificateFilter) -> list[ColumnElement[bool]]:
+def filter_clauses(
+    tenant_id: TenantId, where: CertificateFilter, *, search_indexed: bool = False
+) -> list[ColumnElement[bool]]:
+    """`search_indexed`: the search is narrowed by SQLite's FTS table (`search.use_index`)."""
     status = certificates.c.status
-    clauses = [certificates.c.tenant_id == tenant_id]
+    clauses = [tenant_column(indexed=search_indexed) == tenant_id]
     if where.statuses is None or CertificateStatus.DELETED not in where.statuses:
         clauses.append(status != CertificateStatus.DELETED.value)
     if where.statuses is not None:
@@ -87,8 +94,7 @@ def filter_clauses(tenant_id: TenantId, where: CertificateFilter) -> list[Column
     if where.types is not None:
         clauses.append(certificates.c.type.in_(sorted(t.value for t in where.types)))
     if where.search:
-        # `search_text` is stored lower-cased; autoescape makes % and _ literal.
-        clauses.append(certificates.c.search_text.contains(where.search.lower(), autoescape=True))
+        clauses.extend(search_clauses(where.search, indexed=search_indexed))
     return clauses
 
 
@@ -134,10 +140,15 @@ def order_clauses(field: SortField, ascending: bool, *, nulls_first: bool) -> li
 
 
 def page_query(
-    tenant_id: TenantId, where: CertificateFilter, ordering: Ordering, request: PageRequest
+    tenant_id: TenantId,
+    where: CertificateFilter,
+    ordering: Ordering,
+    request: PageRequest,
+    *,
+    search_indexed: bool = False,
 ) -> Select[Any]:
     forwards = not ordering.descending
-    clauses = filter_clauses(tenant_id, where)
+    clauses = filter_clauses(tenant_id, where, search_indexed=search_indexed)
     if request.after is not None:
         clauses.append(_beyond(ordering.field, request.after, forwards))
     if request.before is not None:
@@ -153,8 +164,12 @@ def page_query(
 
 
 class SqlCertificateReader:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """`search_index`: SQLite answers searches from its FTS table where that is cheaper
+    (`server.persistence.search`); off, every search reads the tenant in order."""
+
+    def __init__(self, engine: AsyncEngine, *, search_index: bool = True) -> None:
         self._engine = engine
+        self._search_index = search_index
         self._shared_certificates = SharedLoads[TenantId](self._certificate_rows)
 
     async def _rows(self, query: Select[Any], *, by_key: bool = False) -> Sequence[RowMapping]:
@@ -163,6 +178,11 @@ class SqlCertificateReader:
 
         return await read_statement(self._engine, rows, by_key=by_key)
 
+    def _search_indexed(self, connection: Connection, where: CertificateFilter) -> bool:
+        # Two statements, each its own snapshot: a write in between can change only which way
+        # the page is read, never what it holds (the LIKE decides that either way).
+        return bool(self._search_index and where.search and use_index(connection, where.search))
+
     async def page(
         self,
         tenant_id: TenantId,
@@ -170,18 +190,23 @@ class SqlCertificateReader:
         ordering: Ordering,
         request: PageRequest,
     ) -> Page:
-        rows = await self._rows(page_query(tenant_id, where, ordering, request))
+        def read(connection: Connection) -> Sequence[RowMapping]:
+            indexed = self._search_indexed(connection, where)
+            query = page_query(tenant_id, where, ordering, request, search_indexed=indexed)
+            return connection.execute(query).mappings().all()
+
+        rows = await read_statement(self._engine, read)
         found = [certificate_from_row(row) for row in rows[: request.limit]]
         if request.from_end:
             found.reverse()
         return Page(certificates=found, has_more=len(rows) > request.limit)
 
     async def count(self, tenant_id: TenantId, where: CertificateFilter) -> int:
-        query = (
-            select(func.count()).select_from(certificates).where(*filter_clauses(tenant_id, where))
-        )
-
         def count(connection: Connection) -> int:
+            clauses = filter_clauses(
+                tenant_id, where, search_indexed=self._search_indexed(connection, where)
+            )
+            query = select(func.count()).select_from(certificates).where(*clauses)
             return int(connection.execute(query).scalar_one())
 
         return await read_statement(self._engine, count)

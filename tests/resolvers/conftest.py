@@ -284,7 +284,10 @@ async def insert_certificate(
     """
     certificate_id = certificate_id or new_id()
     withdrawal_id = new_id() if withdrawn else None
-    async with engine.begin() as connection:
+    # A writer takes SQLite's write lock up front, as the service's writers do: a deferred
+    # transaction that opens the search index (migration 0004) first holds a read snapshot,
+    # and cannot wait for the lock from there if the worker is writing meanwhile.
+    async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
         await connection.execute(
             insert(certificates).values(
                 id=certificate_id,

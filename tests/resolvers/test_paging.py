@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from domain.model import new_id
+from resolvers.connection import MAX_SEARCH_LENGTH
 from resolvers.ids import CERTIFICATE, to_global_id
-from tests.resolvers.conftest import Api, at, insert_certificate
+from resolvers.schema import build_schema
+from server.container import Container
+from tests.resolvers.conftest import Api, at, insert_certificate, settings_for
+from tests.support import counting_statements
 
 PAGE = """
 query Page($first: Int, $after: String, $last: Int, $before: String,
@@ -295,6 +301,74 @@ async def test_search_is_literal_and_case_insensitive(api: Api) -> None:
     assert await ids(api, search="SHOP.Example") == {plain}
     assert await ids(api, search="site") == {underscore, plain}
     assert await ids(api, search="") == {percent, underscore, plain}
+
+
+@pytest.mark.parametrize("search", ["x" * 201, "%" * 500, "🔒" * 201, "a\x00b"])
+@pytest.mark.parametrize("production", [False, True])
+async def test_an_overlong_or_nul_search_is_bad_user_input_before_any_query(
+    api: Api, search: str, production: bool
+) -> None:
+    schema = build_schema(sandbox=True, production=production)
+    with counting_statements(api.container.engine) as statements:
+        result = await schema.execute(
+            PAGE,
+            variable_values={"first": 5, "filter": {"search": search}},
+            context_value=api.context(),
+        )
+    assert result.data is None
+    assert result.errors is not None
+    [error] = result.errors
+    assert error.extensions == {"code": "BAD_USER_INPUT"}
+    assert statements == []
+
+
+# The longest searches allowed, in the characters that make the longest LIKE pattern: `%`,
+# `_` and `/` are escaped (two bytes each), 4-byte characters, and İ, which lower-cases to two.
+LONGEST = ["%" * MAX_SEARCH_LENGTH, "_/" * 100, "🔒" * MAX_SEARCH_LENGTH, "İ" * MAX_SEARCH_LENGTH]
+
+
+@pytest.mark.parametrize("search", LONGEST)
+async def test_the_longest_searches_are_answered(api: Api, search: str) -> None:
+    match = await insert_certificate(
+        api.container.engine, api.acme.tenant_id, name=search, created_at=at(1)
+    )
+    await insert_certificate(api.container.engine, api.acme.tenant_id, name="x", created_at=at(2))
+    assert await ids(api, search=search) == {match}
+    assert await count(api, search=search) == 1
+
+
+def test_no_allowed_search_reaches_sqlites_like_pattern_limit() -> None:
+    """SQLite refuses a LIKE pattern over this many bytes ("LIKE or GLOB pattern too complex")."""
+    limit = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH)
+
+    def pattern_bytes(character: str) -> int:
+        lowered = character.lower()
+        escaped = lowered.replace("/", "//").replace("%", "/%").replace("_", "/_")
+        return len(escaped.encode())
+
+    widest = max(
+        pattern_bytes(chr(code))
+        for code in range(sys.maxunicode + 1)
+        if not 0xD800 <= code <= 0xDFFF  # surrogates: no text holds them
+    )
+    assert 2 + MAX_SEARCH_LENGTH * widest < limit
+
+
+async def test_with_the_search_index_switched_off_searches_agree_without_it(
+    api: Api, migrated_url: str
+) -> None:
+    engine, tenant = api.container.engine, api.acme.tenant_id
+    needle = await insert_certificate(engine, tenant, name="Needle 100%", created_at=at(1))
+    await insert_certificate(engine, tenant, name="needle 1000", created_at=at(2))
+    off = Container(settings_for(migrated_url, search_index=False), run_background=False)
+    await off.start()
+    try:
+        for each, through_index in ((api, True), (replace(api, container=off), False)):
+            with counting_statements(each.container.engine) as statements:
+                assert await ids(each, search="NEEDLE 100%") == {needle}
+            assert any("certificate_search" in s for s in statements) is through_index
+    finally:
+        await off.close()
 
 
 async def test_paging_keeps_the_filter(api: Api, rows: list[Row]) -> None:
