@@ -55,6 +55,9 @@ class ByteBoundedCache(Generic[V]):
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
 
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(list(self._entries))
+
     def get_or_make(self, key: Hashable, size: int | None, make: Callable[[], V]) -> V:
         """The cached value for `key`, else `make()`, kept only if `size` fits an entry."""
         found = self._entries.get(key)

@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     env: Literal["production", "development"] = "production"
     # None: follow `env`; an explicit value wins.
     graphiql: bool | None = None
+    # Also the largest WebSocket message.
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # A request's head (request line and headers): its size, and how long it may take to arrive.
+    max_header_bytes: int = Field(default=65_536, gt=0)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Query limits (README "Security"): each refusal is a GraphQL error with a stable code.
     max_depth: int = Field(default=10, gt=0)
@@ -52,6 +56,9 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     max_subscriptions_per_connection: int = Field(default=20, gt=0)
     max_subscriptions_per_tenant: int = Field(default=200, gt=0)
+    # Open WebSockets: per process (initialised or not), and per tenant once initialised.
+    max_ws_connections: int = Field(default=2_000, gt=0)
+    max_ws_connections_per_tenant: int = Field(default=100, gt=0)
     # Token bucket per tenant: a sustained rate (0 turns limiting off) and a burst.
     rate_limit_per_second: float = Field(default=20.0, ge=0)
     rate_limit_burst: int = Field(default=100, gt=0)
