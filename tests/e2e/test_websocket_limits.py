@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from resolvers.document_cache import MAX_ENTRY_BYTES, MAX_TOTAL_BYTES, SHARED
+from server.multiplex import LIVE_CHECKS
 from tests.e2e.conftest import LEGACY_WS, TRANSPORT_WS, Server, ServerFactory
 from tests.e2e.test_http_hygiene import initialised, socket
 
@@ -105,15 +106,14 @@ async def test_a_large_document_under_the_limit_is_answered_but_not_cached(
         assert await ask(ws, large) == {"data": ACME}
         assert await ask(ws, VIEWER) == {"data": ACME}
 
-    def cached(source: str) -> tuple[bool, bool]:
-        return (
-            any(isinstance(key, tuple) and source in key for key in SHARED.parsed),
-            any(isinstance(key, tuple) and source in key for key in SHARED.validated),
-        )
+    caches = (SHARED.parsed, SHARED.validated, LIVE_CHECKS)
 
-    assert cached(large) == (False, False)
-    assert cached(VIEWER) == (True, True)
-    for cache in (SHARED.parsed, SHARED.validated):
+    def cached(source: str) -> list[bool]:
+        return [any(isinstance(key, tuple) and source in key for key in c) for c in caches]
+
+    assert cached(large) == [False, False, False]
+    assert cached(VIEWER) == [True, True, True]
+    for cache in caches:
         assert cache.total_bytes <= MAX_TOTAL_BYTES
     assert len(large) > MAX_ENTRY_BYTES
 
