@@ -120,6 +120,14 @@ class HeadGuard(HttpToolsProtocol):
         return True
 
     def _refuse_head(self) -> None:
+        # Where uvicorn reports the requests it refuses. The bytes read include the last read,
+        # which the parser never saw.
+        self.logger.info(
+            "refused a request head of more than %d bytes from %s after reading %d bytes",
+            self.max_head_bytes,
+            self.client[0] if self.client else "unknown",
+            self.head_bytes,
+        )
         self.reading_head = False
         self._disarm_head_timer()
         self.transport.write(
