@@ -114,7 +114,7 @@ async def test_a_large_document_under_the_limit_is_answered_but_not_cached(
     assert cached(large) == [False, False, False]
     assert cached(VIEWER) == [True, True, True]
     for cache in caches:
-        assert cache.total_bytes <= MAX_TOTAL_BYTES
+        assert cache.total_bytes <= cache.max_total_bytes <= MAX_TOTAL_BYTES
     assert len(large) > MAX_ENTRY_BYTES
 
 
