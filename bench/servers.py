@@ -92,9 +92,11 @@ def certgraph(name: str, database_url: str, log_dir: Path, root: Path = ROOT) ->
         "CERTGRAPH_AUTH": "token",
         "CERTGRAPH_ENV": "production",
         # Capacity is what is measured: no per-tenant rate limit, and room for the 1,000
-        # subscribers of scenario (e) on one tenant (both are operator settings).
+        # subscribers (one socket each) of scenario (e) on one tenant (operator settings).
         "CERTGRAPH_RATE_LIMIT_PER_SECOND": "0",
         "CERTGRAPH_MAX_SUBSCRIPTIONS_PER_TENANT": "100000",
+        "CERTGRAPH_MAX_WS_CONNECTIONS_PER_TENANT": "100000",
+        "CERTGRAPH_MAX_WS_CONNECTIONS": "100000",
     }
     return Server(
         name,

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
-from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension
+from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.types import ExecutionContext
 
 log = logging.getLogger(__name__)
@@ -72,22 +72,6 @@ def is_unexpected(error: GraphQLError) -> bool:
 
 def without_suggestions(message: str) -> str:
     return _SUGGESTION.sub("", message)
-
-
-class CachedParser(ParserCache):
-    """Strawberry's ParserCache, except that a document that fails to parse is left to
-    Strawberry's own parse: an error raised inside an extension hook would skip every
-    extension's post-processing (codes, masking), so it must arise in the operation itself."""
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        try:
-            context.graphql_document = self.cached_parse_document(
-                context.query, **context.parse_options
-            )
-        except GraphQLError:
-            context.graphql_document = None
-        yield
 
 
 class ErrorCodes(SchemaExtension):

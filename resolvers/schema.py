@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import DisableIntrospection, ValidationCache
+from strawberry.extensions import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 
-from resolvers.error_policy import (
-    CachedParser,
-    ErrorCodes,
-    LoggingSchema,
-    MaskUnexpected,
-    OutagePredicate,
-    never,
-)
+from resolvers.document_cache import SHARED, CachedParser, CachedValidation, DocumentCaches
+from resolvers.error_policy import ErrorCodes, LoggingSchema, MaskUnexpected, OutagePredicate, never
 from resolvers.limits import ExtensionFactory, QueryLimits, limit_extensions
 from resolvers.mutations import Mutation
 from resolvers.query import Query
 from resolvers.sandbox import SandboxMutation
 from resolvers.subscriptions import SharedEventExecutor, Subscription
 from resolvers.types import Certificate, Withdrawal
-
-CACHE_SIZE = 512
 
 
 class PlainEventExecutor(SharedEventExecutor):
@@ -43,13 +35,15 @@ def build_schema(
     limits: QueryLimits | None = None,
     is_outage: OutagePredicate = never,
     fast_executor: bool = True,
+    caches: DocumentCaches = SHARED,
 ) -> strawberry.Schema:
     """The API schema. `production` masks unexpected errors and drops suggestions; `limits`
-    refuses operations that are too big (see `resolvers.limits`)."""
+    refuses operations that are too big (see `resolvers.limits`); `caches` keep small documents
+    parsed and validated (`resolvers.document_cache`)."""
     # Classes or zero-argument factories: Strawberry makes fresh instances per operation.
     extensions: list[ExtensionFactory] = [
-        lambda: CachedParser(maxsize=CACHE_SIZE),
-        lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: CachedParser(caches.parsed),
+        lambda: CachedValidation(caches.validated),
         lambda: ErrorCodes(hide_suggestions=production, is_outage=is_outage),
     ]
     if limits is not None:

@@ -87,25 +87,12 @@ def serve(
     _require_migrated(url)
     # The server runs in a fresh interpreter (same process id): what this command imported to
     # check the database (alembic, typer, rich: ~12 MiB) stays out of the serving process.
+    # `server.serving` holds the uvicorn configuration (the tests serve with it too).
     python = sys.executable
-    os.execv(python, [python, "-P", "-m", "uvicorn", *_uvicorn_arguments(host, port, workers)])
-
-
-def _uvicorn_arguments(host: str, port: int, workers: int) -> list[str]:
-    return [
-        "server.app:app_from_env",
-        "--factory",
-        f"--host={host}",
-        f"--port={port}",
-        f"--workers={workers}",
-        "--loop=uvloop",
-        "--http=httptools",
-        "--no-proxy-headers",
-        # Status changes are a few hundred bytes: compressing them cost more CPU than it saved
-        # bytes, and ~50 KiB of zlib state per socket (bench/README.md, scenario e).
-        "--ws-per-message-deflate=false",
-        "--log-level=info",
-    ]
+    os.execv(
+        python,
+        [python, "-P", "-m", "server", f"--host={host}", f"--port={port}", f"--workers={workers}"],
+    )
 
 
 @app.command()

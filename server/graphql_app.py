@@ -50,10 +50,13 @@ from server.graphql_ws import (
     CLOSE_NO_TOKEN,
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNKNOWN_TOKEN,
+    BoundedWebSocketAdapter,
     ConnectionContext,
     LegacyWsHandler,
     SocketRefused,
     TransportWsHandler,
+    admit_connection,
+    refuse_socket,
 )
 from server.http_errors import (
     OUTAGE_RETRY_SECONDS,
@@ -70,7 +73,7 @@ from server.outages import is_outage
 from server.persistence.queries import SqlCertificateReader
 from server.rate_limit import TokenBuckets
 from server.settings import Settings
-from server.subscription_quota import SubscriptionQuota
+from server.subscription_quota import ConnectionQuota, SubscriptionQuota
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ NO_ACK_PAYLOAD: UnsetType = UNSET
 class GraphQLEndpoint(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWsHandler
     graphql_ws_handler_class = LegacyWsHandler
+    websocket_adapter_class = BoundedWebSocketAdapter
 
     def __init__(
         self,
@@ -101,8 +105,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         ws_init_timeout_seconds: float = 10.0,
         quota: SubscriptionQuota | None = None,
         rate_limit: TokenBuckets | None = None,
+        connections: ConnectionQuota | None = None,
     ) -> None:
         self.quota = quota or SubscriptionQuota(per_connection=20, per_tenant=200)
+        self.connections = connections or ConnectionQuota(per_process=2_000, per_tenant=100)
         super().__init__(
             schema,
             graphql_ide="graphiql" if graphiql else None,
@@ -121,6 +127,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.rate_limit = rate_limit or TokenBuckets(rate=0, burst=1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.serve_socket(WebSocket(scope, receive=receive, send=send))
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -214,7 +223,20 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             )
         return None
 
-    # ---- WebSocket operations: the same rate limit, and caps on how many run at once
+    # ---- WebSockets: caps on how many are open, the same rate limit on their operations, and
+    # caps on how many of those run at once
+
+    async def serve_socket(self, websocket: WebSocket) -> None:
+        if not self.connections.open():
+            await refuse_socket(websocket, self.connections.per_process)
+            return
+        context = await self.get_context(websocket, websocket)
+        try:
+            await self.run(websocket, context=context)
+        finally:
+            self.connections.close()
+            if isinstance(context, ConnectionContext) and context.admitted_tenant is not None:
+                self.connections.release(context.admitted_tenant)
 
     def admit(self, caller: Caller, running_on_connection: int) -> GraphQLError | None:
         """Whether a socket may start one more operation; counted when admitted."""
@@ -323,6 +345,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             if credentials.presented:
                 raise SocketRefused(CLOSE_UNKNOWN_TOKEN, "Forbidden: unknown token")
             raise SocketRefused(CLOSE_NO_TOKEN, "Unauthorized: no token")
+        if isinstance(context, ConnectionContext):
+            admit_connection(self.connections, context, caller.tenant_id)
         context.caller = caller
         return NO_ACK_PAYLOAD
 
@@ -371,6 +395,10 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
             per_tenant=settings.max_subscriptions_per_tenant,
         ),
         rate_limit=TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst),
+        connections=ConnectionQuota(
+            per_process=settings.max_ws_connections,
+            per_tenant=settings.max_ws_connections_per_tenant,
+        ),
     )
 
 

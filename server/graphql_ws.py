@@ -2,7 +2,9 @@
 
 A socket authenticates on `connection_init` (token in the payload or the upgrade request's
 header) and is closed with 4401 without a token, 4403 with an unknown one, 4408 when it never
-initialises; each subscription is admitted against the per-connection and per-tenant caps.
+initialises, 4429 when its tenant already holds as many sockets as it may, and 1009 on a
+message larger than the body limit; each subscription is admitted against the per-connection
+and per-tenant caps.
 Over graphql-transport-ws, live subscriptions that sockets ask alike run once, their results
 sent to each (`server.multiplex`).
 """
@@ -12,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from json import JSONDecodeError
 from typing import TYPE_CHECKING, cast
 
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -38,10 +44,15 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 )
 from strawberry.utils.aio import aclosing
 
+from domain.model import TenantId
 from resolvers.context import Context
+from server.http_errors import OUTAGE_RETRY_SECONDS, error_response
 from server.multiplex import Multiplexer
+from server.subscription_quota import ConnectionQuota
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
     from strawberry.schema.schema import StreamResult
 
     from server.graphql_app import GraphQLEndpoint
@@ -51,6 +62,10 @@ CLOSE_UNKNOWN_TOKEN = 4403
 CLOSE_INIT_TIMEOUT = 4408
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_MESSAGE_TOO_BIG = 1009
+# graphql-transport-ws uses 4429 for a second `connection_init`; a refused first one is this.
+CLOSE_TOO_MANY_CONNECTIONS = 4429
+TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
 
 
 @dataclass(slots=True)
@@ -58,6 +73,8 @@ class ConnectionContext(Context):
     """A WebSocket connection's context; the upgrade request may carry the token too."""
 
     handshake_authorization: str | None = None
+    # The tenant this socket counts for in the connection caps, once initialised.
+    admitted_tenant: TenantId | None = None
 
 
 class SocketRefused(Exception):
@@ -65,6 +82,69 @@ class SocketRefused(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+async def refuse_socket(websocket: WebSocket, most: int) -> None:
+    """Refuse the upgrade with 503 (a close before accepting it, where the server cannot
+    answer an upgrade with a response: uvicorn's 403 then)."""
+    if "websocket.http.response" not in websocket.scope.get("extensions", {}):
+        await websocket.close(CLOSE_TRY_AGAIN_LATER)
+        return
+    response = error_response(
+        503,
+        f"This server already holds {most} WebSocket connections; try again shortly.",
+        TOO_MANY_CONNECTIONS,
+        {"Retry-After": str(OUTAGE_RETRY_SECONDS)},
+    )
+    await websocket.send_denial_response(response)
+
+
+def admit_connection(
+    connections: ConnectionQuota, context: ConnectionContext, tenant_id: TenantId
+) -> None:
+    """Count an initialised socket for its tenant, or refuse it with 4429."""
+    # The legacy protocol lets a socket initialise again, maybe as another tenant.
+    if context.admitted_tenant is not None:
+        connections.release(context.admitted_tenant)
+        context.admitted_tenant = None
+    if not connections.admit(tenant_id):
+        raise SocketRefused(
+            CLOSE_TOO_MANY_CONNECTIONS,
+            f"Too many connections: your tenant already has {connections.per_tenant} open",
+        )
+    context.admitted_tenant = tenant_id
+
+
+def utf8_size_over(text: str, limit: int) -> bool:
+    if len(text) > limit:  # a character is at least one byte
+        return True
+    # A character is at most four bytes: only then is counting them needed.
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+class BoundedWebSocketAdapter(ASGIWebSocketAdapter):
+    """Strawberry's adapter, closing the socket with 1009 on a message over the endpoint's
+    byte limit. uvicorn refuses such a message before it is read (`ws_max_size`); this holds
+    under any ASGI server."""
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        limit = cast("GraphQLEndpoint", self.view).max_body_bytes
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                if utf8_size_over(text, limit):
+                    reason = f"Messages are limited to {limit} bytes"
+                    await self.close(CLOSE_MESSAGE_TOO_BIG, reason)
+                    return
+                try:
+                    yield self.view.decode_json(text)
+                except JSONDecodeError as error:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from error
+        except KeyError as error:
+            raise NonTextMessageReceived from error
+        except WebSocketDisconnect:
+            pass
 
 
 # Live subscriptions asked alike by many sockets run once (see `server.multiplex`).

@@ -7,7 +7,8 @@ member that falls `QUEUE_LIMIT` results behind is told so (SUBSCRIBER_LAGGING) a
 subscriber the broker drops; the others go on. The group ends when its last member leaves.
 
 Catch-up (an `after` argument: each socket starts from its own position), queries and
-mutations run per socket as usual.
+mutations run per socket as usual, and so does a large document (over the document caches'
+entry bound): telling whether it is a live subscription would parse it a second time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import enum
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -30,6 +30,7 @@ from strawberry.utils.aio import aclosing
 
 from domain.model import TenantId
 from resolvers.context import Caller, Context, Services
+from resolvers.document_cache import MAX_ENTRY_BYTES, ByteBoundedCache, source_bytes
 from resolvers.subscriptions import lagging_error
 from server.broker import QUEUE_LIMIT
 
@@ -196,8 +197,20 @@ class _FindsAfter(Visitor):
         return None
 
 
-@lru_cache(maxsize=512)
+# Whether a document (and operation name) is a live subscription: small documents only.
+LIVE_CHECKS: ByteBoundedCache[bool] = ByteBoundedCache()
+
+
 def _is_live_subscription(query: str, operation_name: str | None) -> bool:
+    size = source_bytes(query, MAX_ENTRY_BYTES)
+    if size is None:
+        return False
+    return LIVE_CHECKS.get_or_make(
+        (query, operation_name), size, lambda: _finds_live_subscription(query, operation_name)
+    )
+
+
+def _finds_live_subscription(query: str, operation_name: str | None) -> bool:
     """A subscription without `after` anywhere: every socket asking it gets the same from the
     moment it asks. A document that does not parse runs alone (and fails as usual)."""
     try:

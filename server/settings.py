@@ -44,7 +44,11 @@ class Settings(BaseSettings):
     # 0: every field goes graphql-core's regular way instead of the plain-field fast path
     # (resolvers.execution); the answers are the same (tests/resolvers/test_executor_parity.py).
     fast_executor: bool = True
+    # Also the largest WebSocket message.
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # A request's head (request line and headers): its size, and how long it may take to arrive.
+    max_header_bytes: int = Field(default=65_536, gt=0)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
     # Database time limits (README "Security"); passing one answers SERVICE_UNAVAILABLE.
     statement_timeout_seconds: float = Field(default=DEFAULT_STATEMENT_TIMEOUT_SECONDS, gt=0)
     write_deadline_seconds: float = Field(default=_DB.write_deadline_seconds, gt=0)
@@ -68,6 +72,9 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     max_subscriptions_per_connection: int = Field(default=20, gt=0)
     max_subscriptions_per_tenant: int = Field(default=200, gt=0)
+    # Open WebSockets: per process (initialised or not), and per tenant once initialised.
+    max_ws_connections: int = Field(default=2_000, gt=0)
+    max_ws_connections_per_tenant: int = Field(default=100, gt=0)
     # Token bucket per tenant: a sustained rate (0 turns limiting off) and a burst.
     rate_limit_per_second: float = Field(default=20.0, ge=0)
     rate_limit_burst: int = Field(default=100, gt=0)

@@ -24,6 +24,7 @@ from server.container import Container
 from server.db import create_engine
 from server.migrate import upgrade
 from server.persistence.tenants import TenantStore
+from server.serving import serving_config
 from server.settings import Settings
 from tests.support import free_port, wait_until
 
@@ -96,12 +97,12 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def running(settings: Settings) -> Iterator[Server]:
+def running(settings: Settings, **uvicorn_options: Any) -> Iterator[Server]:
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
-    )
+    # As `certgraph serve` configures uvicorn (head and WebSocket message limits included).
+    options = {"log_level": "warning", **uvicorn_options}
+    config = serving_config(settings, app, host="127.0.0.1", port=port, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -126,11 +127,12 @@ async def migrated_url(sqlite_url: str) -> str:
 
 @pytest.fixture
 def start_server(migrated_url: str) -> Iterator[ServerFactory]:
-    """Starts servers over one migrated SQLite file; all are stopped after the test."""
+    """Starts servers over one migrated SQLite file; all are stopped after the test.
+    Keyword arguments are settings; `serving` overrides `serving_config`'s options."""
     with _Servers() as servers:
 
-        def start(**overrides: Any) -> Server:
-            return servers.start(settings_for(migrated_url, **overrides))
+        def start(*, serving: dict[str, Any] | None = None, **overrides: Any) -> Server:
+            return servers.start(settings_for(migrated_url, **overrides), **(serving or {}))
 
         yield start
 
@@ -148,8 +150,8 @@ class _Servers:
     def __enter__(self) -> _Servers:
         return self
 
-    def start(self, settings: Settings) -> Server:
-        context = running(settings)
+    def start(self, settings: Settings, **uvicorn_options: Any) -> Server:
+        context = running(settings, **uvicorn_options)
         started = context.__enter__()
         self._stack.append(context)
         return started
