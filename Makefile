@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SRC := domain resolvers server
+SRC := domain resolvers graphql_engine server
 LINT_PATHS := $(SRC) tests bench
 PYTEST_ARGS ?=
 

@@ -15,8 +15,15 @@ import strawberry
 Resolver = TypeVar("Resolver", bound=Callable[..., Any])
 
 
-def field(*, description: str) -> Callable[[Resolver], Resolver]:
-    return cast("Callable[[Resolver], Resolver]", strawberry.field(description=description))
+def field(*, description: str, prefetched_in: str | None = None) -> Callable[[Resolver], Resolver]:
+    """A resolved field. `prefetched_in` names the attribute of the object where a parent may
+    have loaded the value already (None when it has not): the executor then reads it like a
+    plain field (`graphql_engine.execution`), and the resolver must return it when it is set."""
+    metadata = None if prefetched_in is None else {PREFETCHED_IN: prefetched_in}
+    return cast(
+        "Callable[[Resolver], Resolver]",
+        strawberry.field(description=description, metadata=metadata),
+    )
 
 
 def mutation(*, description: str) -> Callable[[Resolver], Resolver]:
@@ -27,17 +34,6 @@ def subscription(*, description: str) -> Callable[[Resolver], Resolver]:
     return cast("Callable[[Resolver], Resolver]", strawberry.subscription(description=description))
 
 
-# The attribute a prefetchable resolver's value may already be in (see `prefetched_in`).
-PREFETCHED_IN = "__certgraph_prefetched_in__"
-
-
-def prefetched_in(attribute: str) -> Callable[[Resolver], Resolver]:
-    """Marks a resolver whose value a parent may have loaded already into `attribute` of the
-    object (None when it has not). The executor then reads the attribute like a plain field
-    (`resolvers.execution`); the resolver itself must return the attribute when it is set."""
-
-    def mark(resolver: Resolver) -> Resolver:
-        setattr(resolver, PREFETCHED_IN, attribute)
-        return resolver
-
-    return mark
+# The field metadata key the engine reads (`graphql_engine.execution.PREFETCHED_IN`; the
+# architecture keeps resolvers from importing the engine, a test keeps the two equal).
+PREFETCHED_IN = "prefetched_in"

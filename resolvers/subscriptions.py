@@ -23,11 +23,11 @@ from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationDefin
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, StatusChange
 from domain.reading import CertificateReader
+from graphql_engine.execution import FastExecutionContext
 from resolvers import fields
 from resolvers.connection import BadUserInput
 from resolvers.context import Caller, Context, Services, SubscriberLagging
 from resolvers.enums import CertificateStatus
-from resolvers.execution import FastExecutionContext
 from resolvers.ids import CERTIFICATE, local_id
 from resolvers.types import Certificate
 

@@ -202,8 +202,7 @@ class Certificate(Node):
     # The events, when whoever read the certificate read them too (a page of them).
     history: strawberry.Private[list[CertificateEvent] | None] = None
 
-    @fields.field(description="Status history, oldest first.")
-    @fields.prefetched_in("history")
+    @fields.field(description="Status history, oldest first.", prefetched_in="history")
     async def events(self, info: strawberry.Info[Context, None]) -> list[CertificateEvent]:
         if self.history is not None:
             return self.history

@@ -12,10 +12,10 @@ import typer
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from resolvers.schema import export_sdl
 from server.db import create_engine, is_sqlite
 from server.migrate import current_revisions, head_revisions, is_current, upgrade
 from server.persistence.tenants import TenantStore
+from server.schema import export_sdl
 from server.settings import Settings
 
 app = typer.Typer(

@@ -38,10 +38,10 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
+from graphql_engine.error_policy import SERVICE_UNAVAILABLE
+from graphql_engine.limits import QueryLimits
+from resolvers.connection import DEFAULT_PAGE, MAX_PAGE
 from resolvers.context import Caller, Context, Services
-from resolvers.error_policy import SERVICE_UNAVAILABLE
-from resolvers.limits import QueryLimits
-from resolvers.schema import build_schema
 from server import media_types
 from server.auth import Authenticator, bearer
 from server.container import Container
@@ -72,6 +72,7 @@ from server.media_types import GRAPHQL_RESPONSE, JSON
 from server.outages import is_outage
 from server.persistence.queries import SqlCertificateReader
 from server.rate_limit import TokenBuckets
+from server.schema import build_schema
 from server.settings import Settings
 from server.subscription_quota import ConnectionQuota, SubscriptionQuota
 
@@ -378,6 +379,8 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
             max_tokens=settings.max_tokens,
             max_cost=settings.max_cost,
             max_directives=settings.max_directives,
+            default_page=DEFAULT_PAGE,
+            max_page=MAX_PAGE,
         ),
         is_outage=is_outage,
         fast_executor=settings.fast_executor,

@@ -10,7 +10,7 @@ from graphql import GraphQLError
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive
 
-from resolvers.error_policy import SERVICE_UNAVAILABLE
+from graphql_engine.error_policy import SERVICE_UNAVAILABLE
 from server.outages import is_outage
 from server.rate_limit import retry_after
 

@@ -29,8 +29,8 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.utils.aio import aclosing
 
 from domain.model import TenantId
+from graphql_engine.document_cache import MAX_ENTRY_BYTES, ByteBoundedCache, source_bytes
 from resolvers.context import Caller, Context, Services
-from resolvers.document_cache import MAX_ENTRY_BYTES, ByteBoundedCache, source_bytes
 from resolvers.subscriptions import lagging_error
 from server.broker import QUEUE_LIMIT
 

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     # None: follow `env`; an explicit value wins.
     graphiql: bool | None = None
     # 0: every field goes graphql-core's regular way instead of the plain-field fast path
-    # (resolvers.execution); the answers are the same (tests/resolvers/test_executor_parity.py).
+    # (graphql_engine.execution); the same answers (tests/resolvers/test_executor_parity.py).
     fast_executor: bool = True
     # Also the largest WebSocket message.
     max_body_bytes: int = Field(default=1_048_576, gt=0)

@@ -31,9 +31,9 @@ from cryptography.x509.oid import NameOID
 from domain.model import Certificate, CertificateId, DnsRecord, TenantId
 from domain.statuses import CertificateStatus
 from resolvers.context import Caller
-from resolvers.schema import build_schema
 from server.container import Container
 from server.migrate import upgrade
+from server.schema import build_schema
 from server.settings import Settings
 from tests.resolvers.conftest import Api
 from tests.support import free_port, stop_process

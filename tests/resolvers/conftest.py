@@ -19,11 +19,11 @@ from strawberry.types import ExecutionResult
 from domain.model import TenantId, new_id
 from resolvers.context import Caller, Context
 from resolvers.ids import CERTIFICATE, to_global_id
-from resolvers.schema import build_schema
 from server.container import Container
 from server.graphql_app import api_services
 from server.migrate import upgrade
 from server.persistence.mapping import certificates, events, withdrawals
+from server.schema import build_schema
 from server.settings import Settings
 
 CREATE = """

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import strawberry
 
-from resolvers.document_cache import MAX_ENTRY_BYTES, ByteBoundedCache, DocumentCaches
-from resolvers.limits import QueryLimits
-from resolvers.schema import build_schema
+from graphql_engine.document_cache import MAX_ENTRY_BYTES, ByteBoundedCache, DocumentCaches
+from graphql_engine.limits import QueryLimits
+from server.schema import build_schema
 from tests.resolvers.conftest import Api
 
 VIEWER = "{ viewer { tenant { name } } }"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from graphql_engine.limits import QueryLimits
 from resolvers.context import Context
-from resolvers.limits import QueryLimits
-from resolvers.schema import build_schema
+from server.schema import build_schema
 from tests.resolvers.conftest import Api
 
 SECRET_FIELD = "certificatesWithAVeryRecognisableName"

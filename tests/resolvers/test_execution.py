@@ -11,7 +11,7 @@ import strawberry
 from strawberry.permission import BasePermission
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers.execution import FastExecutionContext
+from graphql_engine.execution import FastExecutionContext
 
 
 @strawberry.enum

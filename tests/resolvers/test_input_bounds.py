@@ -12,8 +12,8 @@ import strawberry
 
 import domain.validation
 from domain.validation import MAX_INPUT_LIST, MAX_INPUT_STRING
-from resolvers.limits import QueryLimits
-from resolvers.schema import build_schema
+from graphql_engine.limits import QueryLimits
+from server.schema import build_schema
 from tests.resolvers.conftest import APPLY, CREATE, Api
 
 

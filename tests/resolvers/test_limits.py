@@ -11,10 +11,10 @@ import pytest
 import strawberry
 from graphql import OverlappingFieldsCanBeMergedRule, get_introspection_query
 
+from graphql_engine.limits import QueryLimits
+from graphql_engine.measure import DocumentMeasure
 from resolvers.context import Context
-from resolvers.limits import QueryLimits
-from resolvers.measure import DocumentMeasure
-from resolvers.schema import build_schema
+from server.schema import build_schema
 from tests.resolvers.conftest import Api
 
 LIMITS = QueryLimits(max_depth=5, max_aliases=3, max_tokens=200, max_cost=1_000, max_directives=4)
@@ -310,7 +310,7 @@ async def test_a_bug_is_masked_with_a_request_id_that_the_log_has_with_the_trace
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = Context(replace(api.context().services, reader=BrokenReader()), api.acme)
-    with caplog.at_level(logging.ERROR, logger="resolvers.error_policy"):
+    with caplog.at_level(logging.ERROR, logger="graphql_engine.error_policy"):
         result = await production().execute("{ certificates { totalCount } }", context_value=broken)
     [error] = result.errors or []
     assert error.message == "Unexpected error."

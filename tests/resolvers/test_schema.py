@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from domain.reading import Page
 from resolvers.context import Context
 from resolvers.errors import error_code
-from resolvers.schema import build_schema, export_sdl
 from server import cli
+from server.schema import build_schema, export_sdl
 from tests.resolvers.conftest import Api
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -216,7 +216,7 @@ async def test_reads_by_key_give_the_same_answers_on_the_event_loop_and_on_reade
                 ids = [
                     await drive_to(
                         container.service,
-                        container.sim_ca,
+                        container.sandbox,
                         tenant.id,
                         status,
                         name=f"same-{n}",

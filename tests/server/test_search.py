@@ -17,10 +17,10 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.model import TenantId, new_id
+from domain.reading import CertificateFilter, Ordering, PageRequest, SortField
 from domain.results import CertificateChanged
-from domain.service import SandboxDecision
+from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus
-from resolvers.reading import CertificateFilter, Ordering, PageRequest, SortField
 from server.db import create_engine
 from server.migrate import alembic_config, upgrade
 from server.persistence import search

@@ -48,7 +48,7 @@ async def test_withdrawals_queued_behind_another_writer_fail_fast_and_write_noth
         ids = [
             await drive_to(
                 container.service,
-                container.sim_ca,
+                container.sandbox,
                 tenant.id,
                 CertificateStatus.PENDING_DOMAIN_VERIFICATION,
                 name=f"queued-{n}",

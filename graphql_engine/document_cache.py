@@ -1,4 +1,4 @@
-"""Resolver layer: the parse and validation caches, bounded by bytes as well as by entries.
+"""GraphQL engine: the parse and validation caches, bounded by bytes as well as by entries.
 
 Clients send the same few small operations again and again, so parsing and validating each
 text once pays. A large document is parsed and validated every time and then dropped: a client

@@ -1,4 +1,4 @@
-"""Resolver layer: the size of every string and list a request sends, bounded before it runs.
+"""GraphQL engine: the size of every string and list a request sends, bounded before it runs.
 
 Whatever the field, a string longer than `MAX_INPUT_STRING` or a list longer than
 `MAX_INPUT_LIST` (both in `domain.validation`) is refused with BAD_USER_INPUT before any

@@ -1,10 +1,10 @@
-"""Resolver layer: the limits every operation must fit before it runs, as validation rules.
+"""GraphQL engine: the limits every operation must fit before it runs, as validation rules.
 
 Every refusal is a GraphQL error whose `extensions.code` names the limit (`QUERY_TOO_DEEP`,
 `TOO_MANY_ALIASES`, `TOO_MANY_TOKENS`, `QUERY_TOO_COSTLY`, `TOO_MANY_DIRECTIVES`), so a
 client can tell "too big" from "wrong".
 
-Depth, aliases and cost are measured together by `resolvers.measure`, in time linear in the
+Depth, aliases and cost are measured together by `graphql_engine.measure`, in time linear in the
 document (Strawberry's depth and alias limiters walk every fragment path: exponential time for
 a document of nested fragment spreads). A document over a limit is refused before graphql-core's
 own rules look at it: their cost grows faster than the document (OverlappingFieldsCanBeMerged
@@ -34,9 +34,8 @@ from graphql import (
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
-from resolvers.connection import DEFAULT_PAGE, MAX_PAGE
-from resolvers.inputs import InputBounds, LiteralBounds
-from resolvers.measure import DocumentMeasure
+from graphql_engine.inputs import InputBounds, LiteralBounds
+from graphql_engine.measure import DocumentMeasure
 
 QUERY_TOO_DEEP: Final = "QUERY_TOO_DEEP"
 TOO_MANY_ALIASES: Final = "TOO_MANY_ALIASES"
@@ -56,6 +55,10 @@ class QueryLimits:
     max_tokens: int = 2_000
     max_cost: int = 10_000
     max_directives: int = 50
+    # What a list field's `first`/`last` gives when not asked for, and the most it may ask:
+    # the cost of a page (the API's own page sizes, passed in by the server).
+    default_page: int = 20
+    max_page: int = 100
 
 
 def with_code(error: GraphQLError, code: str, **extra: Any) -> GraphQLError:
@@ -80,7 +83,7 @@ class Refused(ValidationAbortedError):
 # ---- depth, aliases and cost
 
 
-def size_rule(limits: QueryLimits, default_page: int = DEFAULT_PAGE) -> type[ValidationRule]:
+def size_rule(limits: QueryLimits) -> type[ValidationRule]:
     """Refuse operations deeper than `max_depth` (QUERY_TOO_DEEP), documents with more than
     `max_aliases` aliased fields (TOO_MANY_ALIASES, counted wherever a fragment is spread) and
     operations costing more than `max_cost` (QUERY_TOO_COSTLY)."""
@@ -92,7 +95,9 @@ def size_rule(limits: QueryLimits, default_page: int = DEFAULT_PAGE) -> type[Val
                 for definition in node.definitions
                 if isinstance(definition, FragmentDefinitionNode)
             }
-            measure = DocumentMeasure(self.context.schema, fragments, default_page, MAX_PAGE)
+            measure = DocumentMeasure(
+                self.context.schema, fragments, limits.default_page, limits.max_page
+            )
             errors: list[GraphQLError] = []
             aliases = 0
             for definition in node.definitions:

@@ -1,10 +1,10 @@
-"""Resolver layer: what a client sees of an operation's top-level errors.
+"""GraphQL engine: what a client sees of an operation's top-level errors.
 
 Every error carries a stable `extensions.code`:
 
     GRAPHQL_PARSE_FAILED        the document does not parse
     GRAPHQL_VALIDATION_FAILED   the document does not fit the schema (each limit has its own code,
-                                see `resolvers.limits`)
+                                see `graphql_engine.limits`)
     BAD_USER_INPUT              arguments or variables refused (paging, variable values)
     INTERNAL_SERVER_ERROR       a bug
     SERVICE_UNAVAILABLE         an outage (the database is down); retrying later helps

@@ -1,11 +1,11 @@
-"""Resolver layer: the size of a document's operations (depth, aliases, cost) in linear time.
+"""GraphQL engine: the size of a document's operations (depth, aliases, cost) in linear time.
 
 A fragment spread n times counts n times, as it would be executed: `fragment D1 { ...D0 ...D0 }`
 doubles D0. Walking every spread path would take time exponential in the number of fragments
 (`D22` alone is 4 million paths), so each fragment is measured once, by name, and its size is
 reused wherever it is spread. The work is one visit per selection set of the document.
 
-Cost is what `resolvers.limits` charges: every field costs 1 plus its selections, and below a
+Cost is what `graphql_engine.limits` charges: every field costs 1 plus its selections, and below a
 field that takes `first`/`last`, each list it returns (`nodes`, `edges`) costs the page size
 times its own cost. A fragment's cost thus depends on the page it is spread under; it is kept
 as `fixed + per_page * page`, which is known before the page is.

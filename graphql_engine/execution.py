@@ -1,4 +1,4 @@
-"""Resolver layer: Strawberry's executor with a fast path for plain fields.
+"""GraphQL engine: Strawberry's executor with a fast path for plain fields.
 
 Most of a console page is fields read straight off an object (`name`, `status`, `events { at }`):
 about 3,500 of them for 50 certificates. graphql-core spends ~8 µs on each, building a `Path`
@@ -33,7 +33,10 @@ from graphql import (
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from resolvers.fields import PREFETCHED_IN
+# A field whose Strawberry metadata names an attribute under this key may find its value in
+# that attribute of the object already (loaded by a parent; None when not): it is read then
+# like a plain field, and the field's resolver must return the attribute when it is set.
+PREFETCHED_IN = "prefetched_in"
 
 # Kinds of plain fields.
 LEAF, LEAVES, OBJECT, OBJECTS = range(4)
@@ -58,10 +61,11 @@ def _unwrap(type_: GraphQLOutputType) -> tuple[GraphQLOutputType, bool]:
 
 
 def _prefetched_in(field_def: GraphQLField) -> str | None:
-    """The attribute a resolver of ours may find its value in already (`fields.prefetched_in`)."""
+    """The attribute a field's value may be in already (its metadata's `PREFETCHED_IN`)."""
     strawberry_field = (field_def.extensions or {}).get("strawberry-definition")
-    resolver = getattr(strawberry_field, "base_resolver", None)
-    return None if resolver is None else getattr(resolver.wrapped_func, PREFETCHED_IN, None)
+    metadata = getattr(strawberry_field, "metadata", None) or {}
+    found = metadata.get(PREFETCHED_IN)
+    return found if isinstance(found, str) else None
 
 
 def _reader(field_def: GraphQLField) -> Callable[[Any], Any]:
@@ -140,7 +144,7 @@ def _checks_type_itself(object_type: GraphQLObjectType) -> bool:
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    # The off switch (`CERTGRAPH_FAST_EXECUTOR=0`, see `resolvers.schema.build_schema`): every
+    # The off switch (`CERTGRAPH_FAST_EXECUTOR=0`, see `server.schema.build_schema`): every
     # field then goes graphql-core's regular way, which answers the same (tests prove it).
     fast = True
 

@@ -1,4 +1,4 @@
-"""Resolver layer: builds the Strawberry schema (with or without the sandbox mutations)."""
+"""Server layer: the API schema, the resolvers put together with the GraphQL engine."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ import strawberry
 from strawberry.extensions import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 
-from resolvers.document_cache import SHARED, CachedParser, CachedValidation, DocumentCaches
-from resolvers.error_policy import ErrorCodes, LoggingSchema, MaskUnexpected, OutagePredicate, never
-from resolvers.limits import ExtensionFactory, QueryLimits, limit_extensions
+from graphql_engine.document_cache import SHARED, CachedParser, CachedValidation, DocumentCaches
+from graphql_engine.error_policy import (
+    ErrorCodes,
+    LoggingSchema,
+    MaskUnexpected,
+    OutagePredicate,
+    never,
+)
+from graphql_engine.limits import ExtensionFactory, QueryLimits, limit_extensions
 from resolvers.mutations import Mutation
 from resolvers.query import Query
 from resolvers.sandbox import SandboxMutation
@@ -38,8 +44,8 @@ def build_schema(
     caches: DocumentCaches = SHARED,
 ) -> strawberry.Schema:
     """The API schema. `production` masks unexpected errors and drops suggestions; `limits`
-    refuses operations that are too big (see `resolvers.limits`); `caches` keep small documents
-    parsed and validated (`resolvers.document_cache`)."""
+    refuses operations that are too big (see `graphql_engine.limits`); `caches` keep small documents
+    parsed and validated (`graphql_engine.document_cache`)."""
     # Classes or zero-argument factories: Strawberry makes fresh instances per operation.
     extensions: list[ExtensionFactory] = [
         lambda: CachedParser(caches.parsed),
@@ -60,7 +66,7 @@ def build_schema(
         types=[Certificate, Withdrawal],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=production),
-        # Plain leaf fields skip graphql-core's per-field machinery (resolvers.execution);
+        # Plain leaf fields skip graphql-core's per-field machinery (graphql_engine.execution);
         # subscribers that would get the same result share one execution per event.
         execution_context_class=SharedEventExecutor if fast_executor else PlainEventExecutor,
         # In production MaskUnexpected logs each fault with the request id the client gets.
