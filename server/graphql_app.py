@@ -350,6 +350,7 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
             max_tokens=settings.max_tokens,
             max_cost=settings.max_cost,
             max_directives=settings.max_directives,
+            max_field_comparisons=settings.max_field_comparisons,
         ),
         is_outage=is_outage,
         fast_executor=settings.fast_executor,
