@@ -379,6 +379,7 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
             max_tokens=settings.max_tokens,
             max_cost=settings.max_cost,
             max_directives=settings.max_directives,
+            max_field_comparisons=settings.max_field_comparisons,
             default_page=DEFAULT_PAGE,
             max_page=MAX_PAGE,
         ),

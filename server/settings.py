@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # Every field costs 1; `first`/`last` multiply the lists of the page they ask for.
     max_cost: int = Field(default=10_000, gt=0)
     max_directives: int = Field(default=50, ge=0)
+    # Comparisons of same-named fields (and of fragments spread together) validation may make.
+    max_field_comparisons: int = Field(default=2_500, gt=0)
     # Browser origins allowed to call the API (CORS) and to open WebSockets; empty: none.
     # Comma-separated in the environment: CERTGRAPH_CORS_ORIGINS=https://a.example,https://b.example
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()

@@ -43,7 +43,12 @@ OVER_LIMITS = {
         for i in range(12)
     )
     + " }",
-    "TOO_MANY_DIRECTIVES": "{ " + "viewer @include(if: true) { tenant { name } } " * 51 + "}",
+    # One fragment spread 51 times: one field, nothing to compare.
+    "TOO_MANY_DIRECTIVES": "{ "
+    + "...V @include(if: true) " * 51
+    + "} fragment V on Query { viewer { tenant { name } } }",
+    # 40,000 pairs of `viewer` fields to compare, each with its subfields.
+    "TOO_MANY_FIELD_COMPARISONS": "{ " + "viewer { tenant { name } } " * 284 + "}",
 }
 
 
