@@ -30,12 +30,12 @@ from domain.results import CertificateChanged, WithdrawalSubmitted
 from domain.sandbox import Sandbox, SandboxDecided, SandboxDecision
 from domain.service import CertificateService
 from domain.statuses import CertificateStatus, CertificateType, DomainType, ValidationMethod
-from server.broker import Broker
 from server.ca.orders import challenge_record
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
-from server.db import create_engine
+from server.events.broker import Broker
 from server.migrate import upgrade
+from server.persistence.database import create_engine
 from server.persistence.tables import Base
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory

@@ -4,7 +4,7 @@ What someone would write without GraphQL, tuned as they reasonably would: the sa
 authentication (token hash looked up per request) and the same rows as certgraph reads, but
 statements built once, only the columns the answer needs, one connection per request for the
 page and its events (one `IN (...)` query), read the way certgraph reads (on SQLite at once on
-the event loop, `server.db.reading`), and the JSON written with orjson. It answers
+the event loop, `server.persistence.database.reading`), and the JSON written with orjson. It answers
 `POST /graphql` with exactly the JSON certgraph gives for the documents in
 `bench.operations` (the run checks that before measuring), picked by `operationName`.
 
@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from domain.lifecycle import available_actions
 from domain.statuses import STATUS_LABELS, CertificateStatus, DomainType
-from server.db import create_engine, reading
+from server.persistence.database import create_engine, reading
 from server.persistence.mapping import certificates, events, withdrawals
 from server.persistence.tenants import api_tokens, tenants
 

@@ -41,8 +41,8 @@ from domain.reading import Position, SortField
 from domain.statuses import CertificateStatus
 from resolvers.connection import encode_cursor
 from resolvers.ids import CERTIFICATE, to_global_id
-from server.db import create_engine
 from server.migrate import head_revisions, upgrade
+from server.persistence.database import create_engine
 from server.persistence.mapping import certificates
 from server.persistence.tenants import TenantStore
 

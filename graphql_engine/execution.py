@@ -144,7 +144,7 @@ def _checks_type_itself(object_type: GraphQLObjectType) -> bool:
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    # The off switch (`CERTGRAPH_FAST_EXECUTOR=0`, see `server.schema.build_schema`): every
+    # The off switch (`CERTGRAPH_FAST_EXECUTOR=0`, see `server.http.schema.build_schema`): every
     # field then goes graphql-core's regular way, which answers the same (tests prove it).
     fast = True
 

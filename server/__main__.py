@@ -1,5 +1,5 @@
 """Server layer: `python -m server` serves the API as `certgraph serve` does (see `serving`)."""
 
-from server.serving import main
+from server.http.serving import main
 
 main()

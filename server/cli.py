@@ -12,10 +12,10 @@ import typer
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.db import create_engine, is_sqlite
+from server.http.schema import export_sdl
 from server.migrate import current_revisions, head_revisions, is_current, upgrade
+from server.persistence.database import create_engine, is_sqlite
 from server.persistence.tenants import TenantStore
-from server.schema import export_sdl
 from server.settings import Settings
 
 app = typer.Typer(
@@ -87,7 +87,7 @@ def serve(
     _require_migrated(url)
     # The server runs in a fresh interpreter (same process id): what this command imported to
     # check the database (alembic, typer, rich: ~12 MiB) stays out of the serving process.
-    # `server.serving` holds the uvicorn configuration (the tests serve with it too).
+    # `server.http.serving` holds the uvicorn configuration (the tests serve with it too).
     python = sys.executable
     os.execv(
         python,

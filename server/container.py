@@ -11,15 +11,15 @@ from prometheus_client import CollectorRegistry, Gauge
 from domain.ports import CertificateAuthority, ChangePublisher
 from domain.sandbox import Sandbox
 from domain.service import CertificateService
-from server.broker import Broker
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
-from server.db import create_engine, is_sqlite
+from server.events.broker import Broker
+from server.events.pg_broker import PgChangePublisher
 from server.persistence.changes import SqlChangeHistory
+from server.persistence.database import create_engine, is_sqlite
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
-from server.pg_broker import PgChangePublisher
 from server.settings import Settings
 from server.worker import CaWorker
 

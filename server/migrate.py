@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from server.db import create_engine
-from server.db_limits import MIGRATION_LIMITS
+from server.persistence.database import create_engine
+from server.persistence.time_limits import MIGRATION_LIMITS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

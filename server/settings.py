@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.db_limits import DEFAULT_STATEMENT_TIMEOUT_SECONDS, DatabaseLimits
+from server.persistence.time_limits import DEFAULT_STATEMENT_TIMEOUT_SECONDS, DatabaseLimits
 
 _DB = DatabaseLimits()
 

@@ -24,7 +24,7 @@ from domain.ca import CaUnavailable
 from domain.model import CertificateId
 from domain.ports import Clock
 from domain.service import CertificateService
-from server.db import write_transaction
+from server.persistence.database import write_transaction
 from server.persistence.mapping import certificates, idempotency_keys
 
 log = logging.getLogger(__name__)

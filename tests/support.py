@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db import statement_engines
+from server.persistence.database import statement_engines
 
 CERTGRAPH = str(Path(sys.executable).parent / "certgraph")
 

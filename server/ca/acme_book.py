@@ -22,7 +22,7 @@ from domain.ca import CaDecision, DecisionKind
 from domain.model import DnsRecord
 from server.ca.decision_log import decisions_after
 from server.ca.x509 import document_from_pem
-from server.db import write_transaction
+from server.persistence.database import write_transaction
 from server.persistence.mapping import records_from_json, records_to_json
 from server.persistence.tables import AcmeDecisionRow, AcmeOrderRow
 

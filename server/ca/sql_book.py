@@ -16,7 +16,7 @@ from domain.statuses import CertificateType
 from server.ca.decision_log import decisions_after
 from server.ca.orders import Review, SimOrder, Stage
 from server.ca.x509 import TestRoot, document_from_pem
-from server.db import run_write, write_transaction
+from server.persistence.database import run_write, write_transaction
 from server.persistence.mapping import records_from_json, records_to_json
 from server.persistence.tables import (
     SimCaDecisionRow,

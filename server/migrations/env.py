@@ -9,10 +9,10 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
-from server.db import create_engine
-from server.db_limits import MIGRATION_LIMITS
+from server.persistence.database import create_engine
 from server.persistence.search import is_schema_object
 from server.persistence.tables import Base, UtcDateTime
+from server.persistence.time_limits import MIGRATION_LIMITS
 
 target_metadata = Base.metadata
 

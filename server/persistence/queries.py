@@ -1,12 +1,12 @@
 """Server layer: the API's read side over SQL (keyset pages, counts, batch loads).
 
 Implements `domain.reading.CertificateReader` with SQLAlchemy Core. Every call is one
-statement, its own transaction (`server.db.read_statement`: on PostgreSQL a pooled connection
-in autocommit; on SQLite loads by key at once on the event loop, and pages, counts and
-histories, whose work grows with the data, on a reader thread). Loads of certificates by id
-made in the same turn of the event loop, by any number of requests or subscriptions of one
-tenant, share one query (`SharedLoads`): a status change fanned out to 1,000 subscribers
-costs one read, not 1,000.
+statement, its own transaction (`server.persistence.database.read_statement`: on PostgreSQL a
+pooled connection in autocommit; on SQLite loads by key at once on the event loop, and pages,
+counts and histories, whose work grows with the data, on a reader thread). Loads of
+certificates by id made in the same turn of the event loop, by any number of requests or
+subscriptions of one tenant, share one query (`SharedLoads`): a status change fanned out to
+1,000 subscribers costs one read, not 1,000.
 
 Keyset paging: a page is "the `limit` certificates after position P" in the order
 (sort key, id), with nulls last in both directions. The bound on (key, id) is a row-value
@@ -50,7 +50,7 @@ from domain.reading import (
     SortField,
 )
 from domain.statuses import CertificateStatus
-from server.db import read_statement
+from server.persistence.database import read_statement
 from server.persistence.mapping import (
     certificate_from_row,
     certificates,

@@ -1,6 +1,6 @@
 """Server layer: the certificate repository and idempotency keys over a SQLAlchemy connection.
 
-Reads run through the unit of work's reader (`server.db.reading`). Changes are queued as writes
+Reads run through the unit of work's reader (`database.reading`). Changes are queued as writes
 (functions of a connection) that the unit of work runs together, in one transaction, when it
 commits.
 """
@@ -18,7 +18,7 @@ from sqlalchemy.sql.dml import Insert
 
 from domain import lifecycle
 from domain.model import Certificate, CertificateId, TenantId, Withdrawal, WithdrawalId
-from server.db import Reader
+from server.persistence.database import Reader
 from server.persistence.mapping import (
     WITHDRAWAL_COLUMNS,
     certificate_from_row,

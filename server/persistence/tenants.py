@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.model import TenantId, new_id
-from server.db import read_statement
+from server.persistence.database import read_statement
 from server.persistence.shared_loads import SharedLoads
 from server.persistence.tables import ApiTokenRow, Base, TenantRow
 
@@ -48,7 +48,7 @@ def _utc_now() -> datetime:
 class TenantStore:
     def __init__(self, engine: AsyncEngine, now: Callable[[], datetime] = _utc_now) -> None:
         self._engine = engine
-        # Writers take SQLite's write lock up front (see server.db); other backends ignore it.
+        # Writers take SQLite's write lock up front (see `database`); other backends ignore it.
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         # Tokens presented in one turn of the event loop are looked up in one query.
         self._token_loads = SharedLoads[None](self._tenants_of_hashes, key_column="token_hash")

@@ -10,7 +10,7 @@ from types import TracebackType
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db import reading, run_write
+from server.persistence.database import reading, run_write
 from server.persistence.repository import (
     SqlCertificateRepository,
     SqlIdempotencyKeys,
@@ -20,8 +20,8 @@ from server.persistence.repository import (
 
 
 class SqlUnitOfWork:
-    """Opened for reading: reads (see `server.db.reading`). Opened for writing: changes are
-    queued and `commit()` writes them in one writer transaction (see `server.db.run_write`)."""
+    """Opened for reading: reads (see `database.reading`). Opened for writing: changes are
+    queued and `commit()` writes them in one writer transaction (see `database.run_write`)."""
 
     certificates: SqlCertificateRepository
     idempotency: SqlIdempotencyKeys

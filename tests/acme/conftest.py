@@ -32,8 +32,8 @@ from domain.model import Certificate, CertificateId, DnsRecord, TenantId
 from domain.statuses import CertificateStatus
 from resolvers.context import Caller
 from server.container import Container
+from server.http.schema import build_schema
 from server.migrate import upgrade
-from server.schema import build_schema
 from server.settings import Settings
 from tests.resolvers.conftest import Api
 from tests.support import free_port, stop_process

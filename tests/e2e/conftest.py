@@ -19,12 +19,12 @@ from gql.transport.httpx import HTTPXAsyncTransport
 from gql.transport.websockets import WebsocketsTransport
 
 from domain.model import TenantId
-from server.app import create_app
 from server.container import Container
-from server.db import create_engine
+from server.http.app import create_app
+from server.http.serving import serving_config
 from server.migrate import upgrade
+from server.persistence.database import create_engine
 from server.persistence.tenants import TenantStore
-from server.serving import serving_config
 from server.settings import Settings
 from tests.support import free_port, wait_until
 

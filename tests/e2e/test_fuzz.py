@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from server.schema import export_sdl
+from server.http.schema import export_sdl
 from tests.e2e.conftest import ServerFactory
 
 EXAMPLES_PER_OPERATION = 40

@@ -237,7 +237,7 @@ async def test_a_socket_that_never_initialises_is_closed(
 async def subscribe(ws: ClientConnection, operation_id: str, protocol: str) -> None:
     kind = "subscribe" if protocol == TRANSPORT_WS else "start"
     # A document of its own per operation: alike ones share one run on the server
-    # (server.multiplex), and these tests count the runs.
+    # (server.events.multiplex), and these tests count the runs.
     query = CHANGES.replace(
         "certificateStatusChanged", f"op{operation_id}: certificateStatusChanged"
     )

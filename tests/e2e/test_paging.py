@@ -9,7 +9,7 @@ from gql.client import AsyncClientSession
 
 from domain.model import new_id
 from resolvers.ids import CERTIFICATE, to_global_id
-from server.db import create_engine
+from server.persistence.database import create_engine
 from tests.e2e.conftest import Server, execute
 from tests.resolvers.conftest import at, insert_certificate
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from server.db import create_engine
+from server.persistence.database import create_engine
 from server.persistence.mapping import events
 from server.settings import Settings
 from tests.e2e.conftest import Server, ServerFactory, bearer, post

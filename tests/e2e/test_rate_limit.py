@@ -8,7 +8,7 @@ import json
 import httpx
 import websockets
 
-from server.rate_limit import TokenBuckets
+from server.http.rate_limit import TokenBuckets
 from tests.e2e.conftest import TRANSPORT_WS, ServerFactory
 
 VIEWER = {"query": "{ viewer { tenant { name } } }"}

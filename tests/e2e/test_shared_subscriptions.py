@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from domain.model import TenantId
-from server.graphql_ws import multiplexer
+from server.http.graphql_ws import multiplexer
 from tests.e2e.conftest import Server, Subscription, execute, wait_for_subscribers
 from tests.e2e.test_withdrawal_story import CHANGES, WITHDRAW, applied
 

@@ -45,7 +45,7 @@ from graphql.language import ast
 from sqlalchemy import MetaData, select, text
 
 from resolvers.ids import from_global_id
-from server.db import create_engine
+from server.persistence.database import create_engine
 from server.persistence.search import search_index
 from tests.e2e.conftest import Server, ServerFactory, Subscription
 

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from graphql_engine.document_cache import MAX_ENTRY_BYTES, MAX_TOTAL_BYTES, SHARED
-from server.multiplex import LIVE_CHECKS
+from server.events.multiplex import LIVE_CHECKS
 from tests.e2e.conftest import LEGACY_WS, TRANSPORT_WS, Server, ServerFactory
 from tests.e2e.test_http_hygiene import initialised, socket
 

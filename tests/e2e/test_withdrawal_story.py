@@ -10,8 +10,8 @@ import pytest
 from gql.client import AsyncClientSession
 from sqlalchemy import text
 
-from server.db import create_engine
 from server.migrate import upgrade
+from server.persistence.database import create_engine
 from tests.e2e.conftest import (
     LEGACY_WS,
     TRANSPORT_WS,

@@ -7,7 +7,7 @@ import strawberry
 
 from graphql_engine.document_cache import MAX_ENTRY_BYTES, ByteBoundedCache, DocumentCaches
 from graphql_engine.limits import QueryLimits
-from server.schema import build_schema
+from server.http.schema import build_schema
 from tests.resolvers.conftest import Api
 
 VIEWER = "{ viewer { tenant { name } } }"

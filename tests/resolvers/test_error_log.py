@@ -11,7 +11,7 @@ import pytest
 
 from graphql_engine.limits import QueryLimits
 from resolvers.context import Context
-from server.schema import build_schema
+from server.http.schema import build_schema
 from tests.resolvers.conftest import Api
 
 SECRET_FIELD = "certificatesWithAVeryRecognisableName"

@@ -25,8 +25,8 @@ from graphql import (
 from sqlalchemy import update
 
 from resolvers.context import Caller
+from server.http.schema import build_schema
 from server.persistence.mapping import certificates
-from server.schema import build_schema
 from tests.resolvers.conftest import Api, insert_certificate, start_api
 
 DOCUMENTS = 300

@@ -12,7 +12,7 @@ from graphql import OverlappingFieldsCanBeMergedRule, parse, validate
 from graphql.validation.rules import overlapping_fields_can_be_merged as overlaps
 
 from graphql_engine.limits import QueryLimits, merge_rule
-from server.schema import build_schema
+from server.http.schema import build_schema
 from tests.resolvers.conftest import Api
 from tests.resolvers.test_limits import CONSOLE_PAGE, LIMITS, codes, production
 

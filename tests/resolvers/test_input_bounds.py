@@ -13,7 +13,7 @@ import strawberry
 import domain.validation
 from domain.validation import MAX_INPUT_LIST, MAX_INPUT_STRING
 from graphql_engine.limits import QueryLimits
-from server.schema import build_schema
+from server.http.schema import build_schema
 from tests.resolvers.conftest import APPLY, CREATE, Api
 
 

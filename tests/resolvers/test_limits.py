@@ -14,7 +14,7 @@ from graphql import OverlappingFieldsCanBeMergedRule, get_introspection_query
 from graphql_engine.limits import QueryLimits
 from graphql_engine.measure import DocumentMeasure
 from resolvers.context import Context
-from server.schema import build_schema
+from server.http.schema import build_schema
 from tests.resolvers.conftest import Api
 
 LIMITS = QueryLimits(max_depth=5, max_aliases=3, max_tokens=200, max_cost=1_000, max_directives=4)
@@ -325,7 +325,7 @@ async def test_a_bug_is_masked_with_a_request_id_that_the_log_has_with_the_trace
 
 
 async def test_an_outage_is_masked_as_service_unavailable(api: Api) -> None:
-    from server.outages import is_outage
+    from server.http.outages import is_outage
 
     schema = build_schema(
         sandbox=False, production=True, introspection=False, limits=LIMITS, is_outage=is_outage

@@ -16,7 +16,7 @@ from domain.model import new_id
 from resolvers.connection import MAX_SEARCH_LENGTH
 from resolvers.ids import CERTIFICATE, to_global_id
 from server.container import Container
-from server.schema import build_schema
+from server.http.schema import build_schema
 from tests.resolvers.conftest import Api, at, insert_certificate, settings_for
 from tests.support import counting_statements
 

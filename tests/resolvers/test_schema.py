@@ -23,7 +23,7 @@ from domain.reading import Page
 from resolvers.context import Context
 from resolvers.errors import error_code
 from server import cli
-from server.schema import build_schema, export_sdl
+from server.http.schema import build_schema, export_sdl
 from tests.resolvers.conftest import Api
 
 ROOT = Path(__file__).resolve().parents[2]

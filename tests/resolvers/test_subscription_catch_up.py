@@ -12,7 +12,7 @@ from domain.ports import StatusChange
 from domain.statuses import CertificateStatus as S
 from resolvers.ids import CERTIFICATE, local_id
 from resolvers.subscriptions import decode_change_cursor, encode_change_cursor
-from server.broker import QUEUE_LIMIT
+from server.events.broker import QUEUE_LIMIT
 from tests.resolvers.conftest import Api, eventually
 from tests.resolvers.test_subscriptions import WITHDRAW, Subscriber, subscribed
 

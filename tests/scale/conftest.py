@@ -28,8 +28,8 @@ from domain.model import CertificateId, TenantId
 from domain.statuses import CertificateStatus
 from resolvers.ids import CERTIFICATE, local_id, to_global_id
 from server.container import Container
-from server.db import create_engine
 from server.migrate import upgrade
+from server.persistence.database import create_engine
 from server.persistence.tenants import TenantStore
 from server.seed import drive_to
 from server.settings import Settings

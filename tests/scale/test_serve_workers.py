@@ -8,8 +8,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from server.events.pg_broker import LISTENER_NAME
 from server.migrate import upgrade
-from server.pg_broker import LISTENER_NAME
 from tests.scale.conftest import WITHDRAW, Cluster, eventually, subscribed
 from tests.support import free_port, run_cli
 

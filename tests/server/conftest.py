@@ -13,12 +13,12 @@ from domain.model import Certificate, CertificateId, TenantId
 from domain.ports import Clock
 from domain.sandbox import Sandbox
 from domain.service import CertificateService
-from server.broker import Broker
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
-from server.db import create_engine
+from server.events.broker import Broker
 from server.migrate import upgrade
+from server.persistence.database import create_engine
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
 from server.worker import CaWorker

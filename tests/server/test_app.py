@@ -9,7 +9,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from server.app import create_app
+from server.http.app import create_app
 from server.settings import Settings
 
 

@@ -15,7 +15,7 @@ from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, CertificateType, ValidationMethod
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
-from server.db import create_engine
+from server.persistence.database import create_engine
 from server.seed import drive_to
 from tests.server.conftest import Stack
 from tests.server.memory_book import MemoryOrderBook

@@ -14,8 +14,8 @@ from domain.sandbox import SandboxDecision
 from domain.service import CertificateService
 from domain.statuses import CertificateStatus
 from resolvers.context import SubscriberLagging
-from server.broker import QUEUE_LIMIT, Broker
 from server.clock import SystemClock
+from server.events.broker import QUEUE_LIMIT, Broker
 from server.persistence.changes import SqlChangeHistory
 from server.seed import drive_to
 from tests.server.conftest import Stack

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db import create_engine, read_statement, reading, run_write
-from server.db_limits import DatabaseLimits, StatementTimeout
-from server.outages import is_outage
+from server.http.outages import is_outage
+from server.persistence.database import create_engine, read_statement, reading, run_write
+from server.persistence.time_limits import DatabaseLimits, StatementTimeout
 
 # Counting to 10^8 takes a minute or more: a test that waited for it would time out instead.
 ENDLESS = text(

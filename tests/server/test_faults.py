@@ -24,8 +24,8 @@ import pytest
 from sqlalchemy import func, select
 
 from resolvers.ids import CERTIFICATE, WITHDRAWAL, local_id
-from server.db import create_engine
 from server.migrate import upgrade
+from server.persistence.database import create_engine
 from server.persistence.mapping import certificates, events, withdrawals
 from tests.server.pg_cluster import private_cluster
 from tests.support import CERTGRAPH, cli_env, free_port, run_cli, stop_process

@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
-from server.db import create_engine
 from server.migrate import alembic_config, head_revisions, is_current, upgrade
+from server.persistence.database import create_engine
 from server.persistence.search import INDEX_TABLES, is_schema_object
 from server.persistence.tables import Base
 
@@ -115,7 +115,7 @@ async def test_upgrading_a_current_database_again_keeps_its_data(db_url: str) ->
 
 async def test_two_upgrades_at_once_take_turns(empty_db_url: str) -> None:
     # Opened once first: two connections turning a brand-new SQLite file to WAL at the same
-    # instant can fail in server.db's connect hook, which is not what this test is about.
+    # instant can fail in the database's connect hook, which is not what this test is about.
     assert not await is_current(empty_db_url)
 
     await asyncio.gather(upgrade(empty_db_url), upgrade(empty_db_url))

@@ -12,8 +12,8 @@ from strawberry.types import ExecutionResult
 
 from domain.model import TenantId
 from resolvers.context import Caller, Services
-from server import multiplex
-from server.multiplex import Multiplexer, Result
+from server.events import multiplex
+from server.events.multiplex import Multiplexer, Result
 
 FEED = (
     "subscription Feed($ids: [ID!]) { certificateStatusChanged(certificateIds: $ids) { status } }"

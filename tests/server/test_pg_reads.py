@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.app import create_app
-from server.db import create_engine, read_statement, reading
+from server.http.app import create_app
 from server.migrate import upgrade
+from server.persistence.database import create_engine, read_statement, reading
 from server.persistence.tenants import TenantStore
 from server.settings import Settings
 from tests.support import counting_statements

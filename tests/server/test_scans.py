@@ -20,9 +20,9 @@ from starlette.applications import Starlette
 from domain.model import new_id
 from domain.statuses import CertificateStatus
 from resolvers.ids import CERTIFICATE, to_global_id
-from server.app import create_app
-from server.db import statement_engines
+from server.http.app import create_app
 from server.migrate import upgrade
+from server.persistence.database import statement_engines
 from server.persistence.tenants import TenantStore, hash_token
 from server.seed import drive_to
 from server.settings import Settings

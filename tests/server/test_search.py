@@ -21,9 +21,9 @@ from domain.reading import CertificateFilter, Ordering, PageRequest, SortField
 from domain.results import CertificateChanged
 from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus
-from server.db import create_engine
 from server.migrate import alembic_config, upgrade
 from server.persistence import search
+from server.persistence.database import create_engine
 from server.persistence.mapping import certificates
 from server.persistence.queries import SqlCertificateReader, page_query
 from server.persistence.tenants import TenantStore

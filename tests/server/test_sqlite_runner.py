@@ -11,7 +11,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db import create_engine, reading, run_write
+from server.persistence.database import create_engine, reading, run_write
 
 SETTING = "INSERT INTO simca_settings (key, value) VALUES (:key, :value)"
 

@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import TenantId
-from server.db import create_engine
 from server.migrate import upgrade
+from server.persistence.database import create_engine
 from server.persistence.tenants import TenantStore
 from tests.support import counting_statements, run_cli
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import Column, MetaData, Table, insert, select, text
 
-from server.db import create_engine
+from server.persistence.database import create_engine
 from server.persistence.tables import UtcDateTime
 
 WRITTEN = [

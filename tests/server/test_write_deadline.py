@@ -11,7 +11,7 @@ from sqlalchemy import make_url
 
 from domain.statuses import CertificateStatus
 from resolvers.ids import CERTIFICATE, to_global_id
-from server.app import create_app
+from server.http.app import create_app
 from server.persistence.tenants import TenantStore
 from server.seed import drive_to
 from server.settings import Settings

@@ -17,7 +17,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool
 
-from server.db_limits import (
+from server.persistence.time_limits import (
     DatabaseLimits,
     WriteDeadlineExceeded,
     budget_sqlite_statements,

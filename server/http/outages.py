@@ -13,7 +13,7 @@ import sqlite3
 import asyncpg
 from sqlalchemy import exc
 
-from server.db_limits import DatabaseTimeLimit
+from server.persistence.time_limits import DatabaseTimeLimit
 
 # The server went away, is starting up or shutting down, or refused more connections.
 _POSTGRES_OUTAGES = (

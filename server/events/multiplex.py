@@ -32,7 +32,7 @@ from domain.model import TenantId
 from graphql_engine.document_cache import MAX_ENTRY_BYTES, ByteBoundedCache, source_bytes
 from resolvers.context import Caller, Context, Services
 from resolvers.subscriptions import lagging_error
-from server.broker import QUEUE_LIMIT
+from server.events.broker import QUEUE_LIMIT
 
 log = logging.getLogger(__name__)
 

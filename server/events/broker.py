@@ -1,6 +1,6 @@
 """Server layer: the in-process broker that fans status changes out to subscribers.
 
-It hears of changes from `publish` (one process, SQLite) or from `server.pg_broker`, which
+It hears of changes from `publish` (one process, SQLite) or from `server.events.pg_broker`, which
 delivers every process's changes here (PostgreSQL). A subscriber may start from a position in
 the tenant's history: it gets the recorded changes after it, then the live ones.
 """

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, Clock, StatusChange
-from server.broker import REPLAY_PAGE, Broker
+from server.events.broker import REPLAY_PAGE, Broker
 from server.persistence.changes import ChangeKey, SqlChangeHistory
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
 
 from server.container import Container
-from server.graphql_app import graphql_routes
 from server.heap import settled_heap
-from server.metrics import HttpMetrics, MetricsMiddleware
+from server.http.graphql_app import graphql_routes
+from server.http.metrics import HttpMetrics, MetricsMiddleware
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def cors(settings: Settings) -> list[Middleware]:
 
 
 def app_from_env() -> Starlette:
-    """Zero-argument factory for uvicorn (`server.app:app_from_env`, factory=True)."""
+    """Zero-argument factory for uvicorn (`server.http.app:app_from_env`, factory=True)."""
     return create_app(Settings())
 
 

@@ -26,7 +26,7 @@ from uvicorn.supervisors import Multiprocess
 
 from server.settings import Settings
 
-APP_FACTORY: Final = "server.app:app_from_env"
+APP_FACTORY: Final = "server.http.app:app_from_env"
 END_OF_HEAD: Final = b"\r\n\r\n"
 TOO_LARGE: Final = b"Request header fields too large."
 # uvicorn's exit status when the server could not start.

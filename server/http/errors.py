@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse
 from starlette.types import Message, Receive
 
 from graphql_engine.error_policy import SERVICE_UNAVAILABLE
-from server.outages import is_outage
-from server.rate_limit import retry_after
+from server.http.outages import is_outage
+from server.http.rate_limit import retry_after
 
 log = logging.getLogger(__name__)
 

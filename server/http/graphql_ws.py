@@ -6,7 +6,7 @@ initialises, 4429 when its tenant already holds as many sockets as it may, and 1
 message larger than the body limit; each subscription is admitted against the per-connection
 and per-tenant caps.
 Over graphql-transport-ws, live subscriptions that sockets ask alike run once, their results
-sent to each (`server.multiplex`).
+sent to each (`server.events.multiplex`).
 """
 
 from __future__ import annotations
@@ -46,16 +46,16 @@ from strawberry.utils.aio import aclosing
 
 from domain.model import TenantId
 from resolvers.context import Context
-from server.http_errors import OUTAGE_RETRY_SECONDS, error_response
-from server.multiplex import Multiplexer
-from server.subscription_quota import ConnectionQuota
+from server.events.multiplex import Multiplexer
+from server.http.errors import OUTAGE_RETRY_SECONDS, error_response
+from server.http.subscription_quota import ConnectionQuota
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
     from strawberry.schema.schema import StreamResult
 
-    from server.graphql_app import GraphQLEndpoint
+    from server.http.graphql_app import GraphQLEndpoint
 
 CLOSE_NO_TOKEN = 4401
 CLOSE_UNKNOWN_TOKEN = 4403
@@ -147,7 +147,7 @@ class BoundedWebSocketAdapter(ASGIWebSocketAdapter):
             pass
 
 
-# Live subscriptions asked alike by many sockets run once (see `server.multiplex`).
+# Live subscriptions asked alike by many sockets run once (see `server.events.multiplex`).
 multiplexer = Multiplexer()
 
 

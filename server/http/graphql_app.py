@@ -7,7 +7,7 @@ never a 5xx. WebSockets (graphql-transport-ws and the legacy graphql-ws) authent
 socket is closed with 4401 without a token and 4403 with an unknown one.
 
 The guards of the README's "Security" section live here too: a token bucket per tenant (429
-with `Retry-After`), media types and their status codes (`server.media_types`), WebSocket
+with `Retry-After`), media types and their status codes (`server.http.media_types`), WebSocket
 origins and `connection_init` timeouts, and caps on operations per connection and per tenant.
 Nothing escapes as a bare 500: an outage is a 503 and a bug a masked error with a request id.
 """
@@ -42,10 +42,20 @@ from graphql_engine.error_policy import SERVICE_UNAVAILABLE
 from graphql_engine.limits import QueryLimits
 from resolvers.connection import DEFAULT_PAGE, MAX_PAGE
 from resolvers.context import Caller, Context, Services
-from server import media_types
-from server.auth import Authenticator, bearer
 from server.container import Container
-from server.graphql_ws import (
+from server.http import media_types
+from server.http.auth import Authenticator, bearer
+from server.http.errors import (
+    OUTAGE_RETRY_SECONDS,
+    BodyTooLarge,
+    error_response,
+    failure_response,
+    limit_body,
+    rate_limited_error,
+    too_many_requests,
+    unauthenticated,
+)
+from server.http.graphql_ws import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_TOKEN,
     CLOSE_TRY_AGAIN_LATER,
@@ -58,23 +68,13 @@ from server.graphql_ws import (
     admit_connection,
     refuse_socket,
 )
-from server.http_errors import (
-    OUTAGE_RETRY_SECONDS,
-    BodyTooLarge,
-    error_response,
-    failure_response,
-    limit_body,
-    rate_limited_error,
-    too_many_requests,
-    unauthenticated,
-)
-from server.media_types import GRAPHQL_RESPONSE, JSON
-from server.outages import is_outage
+from server.http.media_types import GRAPHQL_RESPONSE, JSON
+from server.http.outages import is_outage
+from server.http.rate_limit import TokenBuckets
+from server.http.schema import build_schema
+from server.http.subscription_quota import ConnectionQuota, SubscriptionQuota
 from server.persistence.queries import SqlCertificateReader
-from server.rate_limit import TokenBuckets
-from server.schema import build_schema
 from server.settings import Settings
-from server.subscription_quota import ConnectionQuota, SubscriptionQuota
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Server layer: the database engine and the ways work runs on it: reads (by key, or scans),
 reads of one unit of work, and writer transactions, each within its time limits
-(`server.db_limits`); on SQLite through the engine's `SqliteRunner`."""
+(`server.persistence.time_limits`); on SQLite through the engine's `SqliteRunner`."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from server.db_limits import (
+from server.persistence.sqlite_runner import SqliteRunner, make_sqlite_transactional
+from server.persistence.time_limits import (
     DatabaseLimits,
     budget_postgres_statements,
     budget_sqlite_statements,
     translate_timeouts,
 )
-from server.sqlite_runner import SqliteRunner, make_sqlite_transactional
 
 T = TypeVar("T")
 SQLITE_POOLED_PAGE_CACHE_KIB = 256

@@ -1,0 +1,1 @@
+"""Server layer, events: status changes fanned out to subscribers, within and across processes."""
