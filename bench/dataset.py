@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.commands import Application
 from domain.model import CertificateId, TenantId, new_id
@@ -35,7 +34,7 @@ from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.events.broker import Broker
 from server.migrate import upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.tables import Base
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -120,10 +119,10 @@ def _collect_ids(value: Any, into: set[str]) -> None:
 
 
 class _Driver:
-    def __init__(self, engine: AsyncEngine, tenant_id: TenantId, clock: ManualClock) -> None:
+    def __init__(self, db: Database, tenant_id: TenantId, clock: ManualClock) -> None:
         self.clock = clock
-        self.ca = SimulatedCa(SqlOrderBook(engine), clock.now)
-        self.uow = SqlUnitOfWorkFactory(engine, clock.now)
+        self.ca = SimulatedCa(SqlOrderBook(db), clock.now)
+        self.uow = SqlUnitOfWorkFactory(db, clock.now)
         self.service = CertificateService(self.uow, self.ca, clock, Broker())
         self.sandbox = Sandbox(self.uow, self.ca)
         self.tenant_id = tenant_id
@@ -216,9 +215,9 @@ async def make_templates(
     with tempfile.TemporaryDirectory(prefix="certgraph-templates-") as scratch:
         url = f"sqlite+aiosqlite:///{Path(scratch) / 'templates.db'}"
         await upgrade(url)
-        engine = create_engine(url)
+        db = Database(url)
         try:
-            tenant = await TenantStore(engine).ensure_tenant("templates")
+            tenant = await TenantStore(db).ensure_tenant("templates")
             now = datetime.now(UTC)
             made: list[tuple[CertificateStatus, str, str, str]] = []
             number = 0
@@ -229,13 +228,13 @@ async def make_templates(
                     # EXPIRED needs an issue more than a year back; the others stay recent so
                     # no ISSUED clone falls due for expiry while the benchmark runs.
                     start = now - timedelta(days=900 if status is S.EXPIRED else 60)
-                    driver = _Driver(engine, tenant.id, ManualClock(start))
+                    driver = _Driver(db, tenant.id, ManualClock(start))
                     certificate_id = await driver.drive(
                         status, steps, name, domain, BRANDS[number % len(BRANDS)]
                     )
                     made.append((status, certificate_id, name, domain))
             templates = []
-            async with engine.connect() as connection:
+            async with db.engine.connect() as connection:
                 for status, certificate_id, name, domain in made:
                     rows = await _rows_of(connection, certificate_id)
                     events = len(rows["certificate_events"])
@@ -244,7 +243,7 @@ async def make_templates(
                     if MIN_EVENTS <= events <= MAX_EVENTS:
                         templates.append(Template(status, rows, tenant.id, name, domain))
         finally:
-            await engine.dispose()
+            await db.dispose()
     missing = set(statuses) - {t.status for t in templates}
     assert not missing, f"no template with {MIN_EVENTS}-{MAX_EVENTS} events for {missing}"
     return templates

@@ -4,8 +4,8 @@ What someone would write without GraphQL, tuned as they reasonably would: the sa
 authentication (token hash looked up per request) and the same rows as certgraph reads, but
 statements built once, only the columns the answer needs, one connection per request for the
 page and its events (one `IN (...)` query), read the way certgraph reads (on SQLite at once on
-the event loop, `server.persistence.database.reading`), and the JSON written with orjson. It answers
-`POST /graphql` with exactly the JSON certgraph gives for the documents in
+the event loop, `server.persistence.database.Database.reading`), and the JSON written with
+orjson. It answers `POST /graphql` with exactly the JSON certgraph gives for the documents in
 `bench.operations` (the run checks that before measuring), picked by `operationName`.
 
     uvicorn bench.floor:app_from_env --factory   # CERTGRAPH_DATABASE_URL=...
@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,7 +29,7 @@ from starlette.routing import Route
 
 from domain.lifecycle import available_actions
 from domain.statuses import STATUS_LABELS, CertificateStatus, DomainType
-from server.persistence.database import create_engine, reading
+from server.persistence.database import Database
 from server.persistence.mapping import certificates, events, withdrawals
 from server.persistence.tenants import api_tokens, tenants
 
@@ -203,7 +202,7 @@ def refuse(status: int, message: str) -> Response:
     return Response(orjson.dumps({"errors": [{"message": message}]}), status, headers=JSON)
 
 
-def create_floor(engine: AsyncEngine, *, through_aiosqlite: bool = False) -> Starlette:
+def create_floor(db: Database, *, through_aiosqlite: bool = False) -> Starlette:
     """The floor; `through_aiosqlite`: each statement on aiosqlite's thread, as an async
     Starlette app plainly written reads (the floor before certgraph read SQLite at once)."""
 
@@ -223,11 +222,11 @@ def create_floor(engine: AsyncEngine, *, through_aiosqlite: bool = False) -> Sta
             return None if tenant is None else operation(connection, tenant, variables)
 
         if through_aiosqlite:
-            async with engine.connect() as connection:
+            async with db.engine.connect() as connection:
                 data = await connection.run_sync(answer)
         else:
             # As certgraph reads: on SQLite at once on the event loop, without aiosqlite's thread.
-            async with reading(engine) as read:
+            async with db.reading() as read:
                 data = await read(answer)
         if data is None:
             return refuse(401, "Unknown token")
@@ -239,7 +238,7 @@ def create_floor(engine: AsyncEngine, *, through_aiosqlite: bool = False) -> Sta
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await engine.dispose()
+        await db.dispose()
 
     return Starlette(
         routes=[Route("/graphql", graphql, methods=["POST"]), Route("/healthz", healthz)],
@@ -249,6 +248,6 @@ def create_floor(engine: AsyncEngine, *, through_aiosqlite: bool = False) -> Sta
 
 def app_from_env() -> Starlette:
     return create_floor(
-        create_engine(os.environ["CERTGRAPH_DATABASE_URL"]),
+        Database(os.environ["CERTGRAPH_DATABASE_URL"]),
         through_aiosqlite=os.environ.get("CERTGRAPH_FLOOR_READS") == "aiosqlite",
     )

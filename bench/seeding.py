@@ -42,7 +42,7 @@ from domain.statuses import CertificateStatus
 from resolvers.connection import encode_cursor
 from resolvers.ids import CERTIFICATE, to_global_id
 from server.migrate import head_revisions, upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.mapping import certificates
 from server.persistence.tenants import TenantStore
 
@@ -109,9 +109,9 @@ def _groups(plan: Plan, main_only: bool) -> list[tuple[str, int, tuple[Certifica
 
 
 async def _tenants(url: str, names: list[str], manifest: Manifest) -> dict[str, str]:
-    engine = create_engine(url)
+    db = Database(url)
     try:
-        store = TenantStore(engine)
+        store = TenantStore(db)
         ids: dict[str, str] = {}
         for name in names:
             manifest.tokens[name] = await store.create_token(name)
@@ -120,7 +120,7 @@ async def _tenants(url: str, names: list[str], manifest: Manifest) -> dict[str, 
             ids[name] = tenant.id
         return ids
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 class _Collector:
@@ -177,12 +177,11 @@ async def _deep_cursor(url: str, tenant_id: str) -> str | None:
         .offset((DEEP_PAGE - 1) * DEEP_PAGE_SIZE - 1)
         .limit(1)
     )
-    engine = create_engine(url)
+    db = Database(url)
     try:
-        async with engine.connect() as connection:
-            row = (await connection.execute(query)).first()
+        row = await db.read(lambda connection: connection.execute(query).first())
     finally:
-        await engine.dispose()
+        await db.dispose()
     if row is None:
         return None
     return encode_cursor(SortField.CREATED_AT, Position(row.created_at, row.id))
@@ -253,33 +252,33 @@ def postgres_url(server: str, database: str) -> str:
 async def create_postgres(server: str, database: str, plan: Plan) -> tuple[str, Manifest]:
     """Create `database` afresh on the server and seed the main tenants only."""
     await drop_postgres(server, database)
-    admin = create_engine(postgres_url(server, "postgres"), isolation_level="AUTOCOMMIT")
+    admin = Database(postgres_url(server, "postgres"), isolation_level="AUTOCOMMIT")
     try:
-        async with admin.connect() as connection:
+        async with admin.engine.connect() as connection:
             await connection.execute(text(f'CREATE DATABASE "{database}"'))
     finally:
         await admin.dispose()
     url = postgres_url(server, database)
     await upgrade(url)
-    engine = create_engine(url)
+    db = Database(url)
 
     async def insert(batch: dataset.Batch) -> None:
-        async with engine.begin() as connection:
+        async with db.engine.begin() as connection:
             await dataset.insert_batch(connection, batch)
 
     try:
         manifest = await _write(url, plan, True, insert)
-        async with engine.connect() as connection:
+        async with db.engine.connect() as connection:
             await connection.execute(text("ANALYZE"))
     finally:
-        await engine.dispose()
+        await db.dispose()
     return url, manifest
 
 
 async def drop_postgres(server: str, database: str) -> None:
-    admin = create_engine(postgres_url(server, "postgres"), isolation_level="AUTOCOMMIT")
+    admin = Database(postgres_url(server, "postgres"), isolation_level="AUTOCOMMIT")
     try:
-        async with admin.connect() as connection:
+        async with admin.engine.connect() as connection:
             await connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
     finally:
         await admin.dispose()

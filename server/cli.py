@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from server.http.schema import export_sdl
 from server.migrate import current_revisions, head_revisions, is_current, upgrade
-from server.persistence.database import create_engine, is_sqlite
+from server.persistence.database import Database, is_sqlite
 from server.persistence.tenants import TenantStore
 from server.settings import Settings
 
@@ -63,11 +63,11 @@ def token_create(
 
 
 async def _create_token(url: str, tenant: str) -> str:
-    engine = create_engine(url)
+    db = Database(url)
     try:
-        return await TenantStore(engine).create_token(tenant)
+        return await TenantStore(db).create_token(tenant)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 @app.command()

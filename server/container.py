@@ -1,4 +1,4 @@
-"""Server layer: builds and owns one process's parts (engine, CA, broker, worker)."""
+"""Server layer: builds and owns one process's parts (database, CA, broker, worker)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from server.clock import SystemClock
 from server.events.broker import Broker
 from server.events.pg_broker import PgChangePublisher
 from server.persistence.changes import SqlChangeHistory
-from server.persistence.database import create_engine, is_sqlite
+from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
 from server.settings import Settings
@@ -32,24 +32,24 @@ class Container:
     def __init__(self, settings: Settings, *, run_background: bool = True) -> None:
         self.settings = settings
         self.clock = SystemClock()
-        self.engine = create_engine(settings.database_url, settings.database_limits)
-        self.uow = SqlUnitOfWorkFactory(self.engine, self.clock.now)
+        self.db = Database(settings.database_url, settings.database_limits)
+        self.uow = SqlUnitOfWorkFactory(self.db, self.clock.now)
         # This process's subscribers. On PostgreSQL every process's changes reach them through
         # LISTEN/NOTIFY; on SQLite (one process) the service tells the broker directly.
-        history = SqlChangeHistory(self.engine)
+        history = SqlChangeHistory(self.db)
         self.broker = Broker(history)
         self.pg_changes: PgChangePublisher | None = None
         self.publisher: ChangePublisher = self.broker
-        if not is_sqlite(settings.database_url):
-            self.pg_changes = PgChangePublisher(self.engine, self.broker, history, self.clock)
+        if not self.db.is_sqlite:
+            self.pg_changes = PgChangePublisher(self.db, self.broker, history, self.clock)
             self.publisher = self.pg_changes
-        self.tenants = TenantStore(self.engine)
+        self.tenants = TenantStore(self.db)
         self.sim_ca: SimulatedCa | None = None
         self.sandbox: Sandbox | None = None
         ca: CertificateAuthority
         if settings.ca == "simulated":
             self.sim_ca = SimulatedCa(
-                SqlOrderBook(self.engine), self.clock.now, settings.ca_auto_decide_seconds
+                SqlOrderBook(self.db), self.clock.now, settings.ca_auto_decide_seconds
             )
             ca = self.sim_ca
             self.sandbox = Sandbox(self.uow, self.sim_ca)
@@ -57,10 +57,10 @@ class Container:
             # Imported only when used: the ACME client (acme, josepy, requests) is ~6 MiB.
             from server.ca.acme import build_acme_ca
 
-            ca = build_acme_ca(settings, self.engine, self.clock.now)
+            ca = build_acme_ca(settings, self.db, self.clock.now)
         self.ca = ca
         self.service = CertificateService(self.uow, ca, self.clock, self.publisher)
-        self.worker = CaWorker(self.engine, self.service, self.clock, settings.ca_poll_seconds)
+        self.worker = CaWorker(self.db, self.service, self.clock, settings.ca_poll_seconds)
         self._run_background = run_background
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,4 +104,4 @@ class Container:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self.engine.dispose()
+        await self.db.dispose()

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.time_limits import MIGRATION_LIMITS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -33,14 +33,13 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade(url: str) -> None:
     """Upgrade the database to the newest revision; a database already there is left as is."""
-    engine = create_engine(url, MIGRATION_LIMITS)
+    db = Database(url, MIGRATION_LIMITS)
     try:
-        # One transaction for the whole upgrade (SQLite and PostgreSQL both have transactional
-        # DDL). On SQLite it must take the write lock up front, like every writer.
-        async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
-            await connection.run_sync(_upgrade, url)
+        # One writer transaction for the whole upgrade (SQLite and PostgreSQL both have
+        # transactional DDL).
+        await db.write(lambda connection: _upgrade(connection, url))
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def _upgrade(connection: Connection, url: str) -> None:
@@ -62,12 +61,11 @@ async def is_current(url: str) -> bool:
 
 async def current_revisions(url: str) -> set[str]:
     """The revisions the database is at (empty before the first migration)."""
-    engine = create_engine(url, MIGRATION_LIMITS)
+    db = Database(url, MIGRATION_LIMITS)
     try:
-        async with engine.connect() as connection:
-            return await connection.run_sync(_current_revisions)
+        return await db.read(_current_revisions)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def head_revisions() -> set[str]:

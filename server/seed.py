@@ -177,16 +177,14 @@ async def seed(
     assert sim_ca is not None and sandbox is not None, "seeding drives the simulated CA"
     tenant = await container.tenants.ensure_tenant(tenant_name)
     if count is None:
-        async with container.engine.connect() as connection:
-            existing = await connection.scalar(
-                select(func.count()).where(certificates.c.tenant_id == tenant.id)
-            )
+        counted = select(func.count()).where(certificates.c.tenant_id == tenant.id)
+        existing = await container.db.read(lambda connection: connection.scalar(counted))
         if existing:
             return 0
     plan = demo_plan(2) if count is None else bulk_plan(count)
     past_clock = ShiftedClock(timedelta(days=-800))
     past_ca = SimulatedCa(sim_ca.book, past_clock.now)
-    past_uow = SqlUnitOfWorkFactory(container.engine, past_clock.now)
+    past_uow = SqlUnitOfWorkFactory(container.db, past_clock.now)
     past = CertificateService(past_uow, past_ca, past_clock, container.publisher)
     past_sandbox = Sandbox(past_uow, past_ca)
     for number, (status, name, domain) in enumerate(plan):

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client import Counter
-from sqlalchemy import and_, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, and_, delete, select, tuple_, update
 
 from domain.ca import CaUnavailable
 from domain.model import CertificateId
 from domain.ports import Clock
 from domain.service import CertificateService
-from server.persistence.database import write_transaction
+from server.persistence.database import Database
 from server.persistence.mapping import certificates, idempotency_keys
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,8 @@ KEY_RETENTION = timedelta(hours=48)
 MAX_BACKOFF_SECONDS = 30.0
 # A claim lasts at least this long, so that a batch is not claimed again while it is worked on.
 MIN_LEASE_SECONDS = 5.0
+# Old idempotency keys are deleted this many per write, so none holds the write lock long.
+KEY_DELETE_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +48,13 @@ class Claim:
 class CaWorker:
     def __init__(
         self,
-        engine: AsyncEngine,
+        db: Database,
         service: CertificateService,
         clock: Clock,
         poll_seconds: float,
         batch_size: int = 100,
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._service = service
         self._clock = clock
         self._poll_seconds = poll_seconds
@@ -84,9 +85,10 @@ class CaWorker:
         by the lease, so no other worker takes them meanwhile."""
         now = self._clock.now()
         leased_until = now + self._lease
-        async with write_transaction(self._engine) as connection:
+
+        def claim(connection: Connection) -> list[str]:
             ids = list(
-                await connection.scalars(
+                connection.scalars(
                     select(certificates.c.id)
                     .where(certificates.c.ca_next_poll_at <= now)
                     .order_by(certificates.c.ca_next_poll_at)
@@ -95,11 +97,14 @@ class CaWorker:
                 )
             )
             if ids:
-                await connection.execute(
+                connection.execute(
                     update(certificates)
                     .where(certificates.c.id.in_(ids))
                     .values(ca_next_poll_at=leased_until)
                 )
+            return ids
+
+        ids = await self._db.write(claim)
         self.claimed.inc(len(ids))
         return Claim([CertificateId(i) for i in ids], now, leased_until)
 
@@ -109,33 +114,43 @@ class CaWorker:
     async def _release(self, claim: Claim, delay_seconds: float) -> None:
         """The claimed certificates still under this lease (nothing changed them) are polled
         again `delay_seconds` after the claim: at a steady pace, however long the round took."""
-        async with write_transaction(self._engine) as connection:
-            await connection.execute(
-                update(certificates)
-                .where(
-                    certificates.c.id.in_(claim.ids),
-                    certificates.c.ca_next_poll_at == claim.leased_until,
-                )
-                .values(ca_next_poll_at=claim.claimed_at + timedelta(seconds=delay_seconds))
+        release = (
+            update(certificates)
+            .where(
+                certificates.c.id.in_(claim.ids),
+                certificates.c.ca_next_poll_at == claim.leased_until,
             )
+            .values(ca_next_poll_at=claim.claimed_at + timedelta(seconds=delay_seconds))
+        )
+        await self._db.write(lambda connection: connection.execute(release))
 
     async def due_expiries(self) -> list[CertificateId]:
         now = self._clock.now()
-        async with self._engine.connect() as connection:
-            ids = await connection.scalars(
-                select(certificates.c.id)
-                .where(and_(certificates.c.status == "ISSUED", certificates.c.expires_at <= now))
-                .limit(self._batch)
-            )
-            return [CertificateId(i) for i in ids]
+        due = (
+            select(certificates.c.id)
+            .where(and_(certificates.c.status == "ISSUED", certificates.c.expires_at <= now))
+            .limit(self._batch)
+        )
+        ids = await self._db.read(lambda connection: list(connection.scalars(due)))
+        return [CertificateId(i) for i in ids]
 
     async def forget_old_keys(self) -> None:
-        async with write_transaction(self._engine) as connection:
-            await connection.execute(
-                delete(idempotency_keys).where(
-                    idempotency_keys.c.created_at < self._clock.now() - KEY_RETENTION
-                )
-            )
+        """Delete the idempotency keys past their retention, `KEY_DELETE_BATCH` per write: on
+        SQLite a write runs on the event loop, so none may grow with the number of keys."""
+        keys = idempotency_keys.c
+        oldest = (
+            select(keys.tenant_id, keys.operation, keys.key)
+            .where(keys.created_at < self._clock.now() - KEY_RETENTION)
+            .order_by(keys.created_at)
+            .limit(KEY_DELETE_BATCH)
+        )
+        forget = delete(idempotency_keys).where(
+            tuple_(keys.tenant_id, keys.operation, keys.key).in_(oldest)
+        )
+        while True:
+            deleted = await self._db.write(lambda c: c.execute(forget).rowcount)
+            if deleted < KEY_DELETE_BATCH:
+                return
 
     async def run_once(self) -> int:
         """One round: poll the CA for every due certificate. Returns how many changed."""

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.persistence.database import statement_engines
+from server.persistence.database import Database
 
 CERTGRAPH = str(Path(sys.executable).parent / "certgraph")
 
@@ -82,14 +81,14 @@ def reap(process: subprocess.Popen[Any], *, timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def counting_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Every statement run for `engine` meanwhile, its SQLite runner's included."""
+def counting_statements(db: Database) -> Iterator[list[str]]:
+    """Every statement `db` runs meanwhile, its SQLite runner's included."""
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    engines = statement_engines(engine)
+    engines = db.statement_engines()
     for sync_engine in engines:
         event.listen(sync_engine, "before_cursor_execute", record)
     try:

@@ -29,8 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from domain.ca import (
     CaDecision,
     CaUnavailable,
@@ -45,6 +43,7 @@ from domain.statuses import CertificateType, ValidationMethod
 from server.ca.acme_book import FOLLOWED, AcmeOrder, AcmeOrderBook, Closing, Entry, Phase
 from server.ca.acme_client import AcmeAccount, AcmeClient, AcmeProblem
 from server.ca.x509 import csr_pem, document_from_pem, new_private_key_pem
+from server.persistence.database import Database
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -345,7 +344,7 @@ class AcmeCa:
         return error or "The ACME server marked the order invalid."
 
 
-def build_acme_ca(settings: Settings, engine: AsyncEngine, clock: Callable[[], datetime]) -> AcmeCa:
+def build_acme_ca(settings: Settings, db: Database, clock: Callable[[], datetime]) -> AcmeCa:
     """The ACME CA the settings describe; a ValueError says which setting is missing."""
     missing = [
         f"CERTGRAPH_{name.upper()}"
@@ -367,4 +366,4 @@ def build_acme_ca(settings: Settings, engine: AsyncEngine, clock: Callable[[], d
         contact_email=settings.acme_contact_email,
         ca_bundle=settings.acme_ca_bundle,
     )
-    return AcmeCa(AcmeClient(account), AcmeOrderBook(engine), clock)
+    return AcmeCa(AcmeClient(account), AcmeOrderBook(db), clock)

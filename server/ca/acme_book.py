@@ -8,21 +8,19 @@ once, and a decision keeps its `seq` across restarts. No network call happens in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.ca import CaDecision, DecisionKind
 from domain.model import DnsRecord
 from server.ca.decision_log import decisions_after
 from server.ca.x509 import document_from_pem
-from server.persistence.database import write_transaction
+from server.persistence.database import Database
 from server.persistence.mapping import records_from_json, records_to_json
 from server.persistence.tables import AcmeDecisionRow, AcmeOrderRow
 
@@ -140,15 +138,12 @@ def _decision_from_row(row: Any) -> CaDecision:
 
 
 class AcmeOrderBook:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        return write_transaction(self._engine)
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def _one(self, *where: Any) -> AcmeOrder | None:
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(select(orders).where(*where))).mappings().first()
+        query = select(orders).where(*where)
+        row = await self._db.read(lambda c: c.execute(query).mappings().first(), by_key=True)
         return _order_from_row(row) if row else None
 
     async def get(self, order_id: str) -> AcmeOrder | None:
@@ -160,17 +155,14 @@ class AcmeOrderBook:
     async def many(self, order_ids: Sequence[str]) -> list[AcmeOrder]:
         if not order_ids:
             return []
-        async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(select(orders).where(orders.c.id.in_(sorted(order_ids))))
-            ).mappings()
-            return [_order_from_row(row) for row in rows]
+        query = select(orders).where(orders.c.id.in_(sorted(order_ids)))
+        rows = await self._db.read(lambda c: c.execute(query).mappings().all())
+        return [_order_from_row(row) for row in rows]
 
     async def add(self, order: AcmeOrder) -> AcmeOrder:
         """Store a new order, or return the one placed first under its reference."""
         try:
-            async with self._writing() as connection:
-                await connection.execute(insert(orders).values(_order_values(order)))
+            await self._db.write(lambda c: c.execute(insert(orders).values(_order_values(order))))
             return order
         except IntegrityError:
             existing = await self.by_reference(order.reference)
@@ -185,39 +177,40 @@ class AcmeOrderBook:
         del values["id"], values["reference"], values["created_at"]
         values["last_seq"] = was.last_seq + len(entries)
         values["updated_at"] = now
-        async with self._writing() as connection:
-            result = await connection.execute(
-                update(orders)
-                .where(
-                    orders.c.id == was.id,
-                    orders.c.phase == was.phase.value,
-                    orders.c.last_seq == was.last_seq,
-                    orders.c.url == was.url,
-                )
-                .values(values)
+        logged = [
+            {
+                "order_id": was.id,
+                "seq": was.last_seq + number,
+                "kind": entry.kind.value,
+                "at": now,
+                "issued_at": document_from_pem(entry.certificate_pem).not_before
+                if entry.certificate_pem
+                else None,
+                "records": records_to_json(entry.records),
+                "message": entry.message,
+                "certificate_pem": entry.certificate_pem,
+            }
+            for number, entry in enumerate(entries, start=1)
+        ]
+        compare_and_set = (
+            update(orders)
+            .where(
+                orders.c.id == was.id,
+                orders.c.phase == was.phase.value,
+                orders.c.last_seq == was.last_seq,
+                orders.c.url == was.url,
             )
-            if result.rowcount != 1:
+            .values(values)
+        )
+
+        def transaction(connection: Connection) -> bool:
+            if connection.execute(compare_and_set).rowcount != 1:
                 return False
-            if entries:
-                await connection.execute(
-                    insert(decisions),
-                    [
-                        {
-                            "order_id": was.id,
-                            "seq": was.last_seq + number,
-                            "kind": entry.kind.value,
-                            "at": now,
-                            "issued_at": document_from_pem(entry.certificate_pem).not_before
-                            if entry.certificate_pem
-                            else None,
-                            "records": records_to_json(entry.records),
-                            "message": entry.message,
-                            "certificate_pem": entry.certificate_pem,
-                        }
-                        for number, entry in enumerate(entries, start=1)
-                    ],
-                )
-        return True
+            if logged:
+                connection.execute(insert(decisions), logged)
+            return True
+
+        return await self._db.write(transaction)
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
-        return await decisions_after(self._engine, decisions, cursors, _decision_from_row)
+        return await decisions_after(self._db, decisions, cursors, _decision_from_row)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, RowMapping, Table, select
 
 from domain.ca import CaDecision
+from server.persistence.database import Database
 
 
 async def decisions_after(
-    engine: AsyncEngine,
+    db: Database,
     log: Table,
     cursors: dict[str, int],
     from_row: Callable[[Any], CaDecision],
@@ -21,15 +21,14 @@ async def decisions_after(
     collected: dict[str, list[CaDecision]] = {order_id: [] for order_id in cursors}
     if not cursors:
         return {}
-    async with engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                select(log)
-                .where(log.c.order_id.in_(sorted(cursors)))
-                .order_by(log.c.order_id, log.c.seq)
-            )
-        ).mappings()
-        for row in rows:
-            if row["seq"] > cursors[row["order_id"]]:
-                collected[row["order_id"]].append(from_row(row))
+    query = (
+        select(log).where(log.c.order_id.in_(sorted(cursors))).order_by(log.c.order_id, log.c.seq)
+    )
+
+    def read(connection: Connection) -> Sequence[RowMapping]:
+        return connection.execute(query).mappings().all()
+
+    for row in await db.read(read):
+        if row["seq"] > cursors[row["order_id"]]:
+            collected[row["order_id"]].append(from_row(row))
     return dict(collected)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from domain.ca import (
     CaDecision,
@@ -28,6 +27,7 @@ from server.ca.orders import SimOrder
 from server.ca.x509 import TestRoot, document_from_pem
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A request's effect on an order; its answer, if any, is the caller's business.
 OrderChange = Callable[[SimOrder], object]
@@ -60,8 +60,10 @@ class OrderBook(Protocol):
         """Store a new order, or return the one already placed under its reference."""
         ...
 
-    def locked(self, order_id: str) -> AbstractAsyncContextManager[SimOrder | None]:
-        """The order, exclusively; its changes and new decisions are stored on exit."""
+    async def change(self, order_id: str, change: Callable[[SimOrder], T]) -> T | None:
+        """Apply `change` to the order, exclusively, and store what it changed and the new
+        decisions it logged (one transaction); returns what `change` returned, or None when
+        there is no such order. `change` may run more than once, on a fresh copy each time."""
         ...
 
     async def keyed_request(
@@ -174,8 +176,10 @@ class SimulatedCa:
 
     async def decide(self, order_id: str, decision: SandboxDecision) -> bool:
         sign = (await self._signer()).issue
-        async with self.book.locked(order_id) as order:
-            return order is not None and order.decide(decision, self._clock(), sign)
+        decided = await self.book.change(
+            order_id, lambda order: order.decide(decision, self._clock(), sign)
+        )
+        return decided is True
 
     async def set_reachable(self, flag: bool) -> None:
         await self.book.set_reachable(flag)
@@ -186,17 +190,19 @@ class SimulatedCa:
             return 0
         before = self._clock() - timedelta(seconds=self.auto_decide_seconds)
         sign = (await self._signer()).issue
+
+        def approve_if_due(order: SimOrder) -> bool:
+            # Re-checked under the lock: another process may have decided meanwhile.
+            return (
+                order.review_started_at is not None
+                and order.review_started_at <= before
+                and order.decide(SandboxDecision.APPROVE, self._clock(), sign)
+            )
+
         decided = 0
         for order_id in await self.book.due_reviews(before, limit):
-            async with self.book.locked(order_id) as order:
-                # Re-check under the lock: another process may have decided meanwhile.
-                if (
-                    order is not None
-                    and order.review_started_at is not None
-                    and order.review_started_at <= before
-                    and order.decide(SandboxDecision.APPROVE, self._clock(), sign)
-                ):
-                    decided += 1
+            if await self.book.change(order_id, approve_if_due):
+                decided += 1
         return decided
 
     async def run_auto_decide(self, interval: float) -> None:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.ca import CaDecision, CaUnavailable, DecisionKind
 from domain.statuses import CertificateType
 from server.ca.decision_log import decisions_after
 from server.ca.orders import Review, SimOrder, Stage
 from server.ca.x509 import TestRoot, document_from_pem
-from server.persistence.database import run_write, write_transaction
+from server.persistence.database import Database
 from server.persistence.mapping import records_from_json, records_to_json
 from server.persistence.tables import (
     SimCaDecisionRow,
@@ -26,6 +24,7 @@ from server.persistence.tables import (
     SimCaSettingRow,
 )
 
+T = TypeVar("T")
 orders: Table = SimCaOrderRow.__table__  # type: ignore[assignment]
 decisions: Table = SimCaDecisionRow.__table__  # type: ignore[assignment]
 settings: Table = SimCaSettingRow.__table__  # type: ignore[assignment]
@@ -133,54 +132,43 @@ def _store_order(connection: Connection, order: SimOrder) -> None:
 
 
 class SqlOrderBook:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        return write_transaction(self._engine)
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def reachable(self) -> bool:
-        async with self._engine.connect() as connection:
-            value = await connection.scalar(_REACHABLE)
-        return value != "0"
+        return await self._db.read(lambda c: c.scalar(_REACHABLE), by_key=True) != "0"
 
     async def set_reachable(self, flag: bool) -> None:
-        async with self._writing() as connection:
-            result = await connection.execute(
-                update(settings)
-                .where(settings.c.key == REACHABLE)
-                .values(value="1" if flag else "0")
+        value = "1" if flag else "0"
+
+        def store(connection: Connection) -> None:
+            stored = connection.execute(
+                update(settings).where(settings.c.key == REACHABLE).values(value=value)
             )
-            if result.rowcount == 0:
-                await connection.execute(
-                    insert(settings).values(key=REACHABLE, value="1" if flag else "0")
-                )
+            if stored.rowcount == 0:
+                connection.execute(insert(settings).values(key=REACHABLE, value=value))
+
+        await self._db.write(store)
 
     async def place(self, order: SimOrder) -> SimOrder:
         try:
-            async with self._writing() as connection:
-                await connection.execute(insert(orders).values(_order_values(order)))
+            await self._db.write(lambda c: c.execute(insert(orders).values(_order_values(order))))
             return order
         except IntegrityError:
-            async with self._engine.connect() as connection:
-                row = (
-                    (
-                        await connection.execute(
-                            select(orders).where(orders.c.reference == order.reference)
-                        )
-                    )
-                    .mappings()
-                    .one()
-                )
+            placed = select(orders).where(orders.c.reference == order.reference)
+            row = await self._db.read(lambda c: c.execute(placed).mappings().one(), by_key=True)
             return _order_from_row(row)
 
-    @asynccontextmanager
-    async def locked(self, order_id: str) -> AsyncIterator[SimOrder | None]:
-        async with self._writing() as connection:
-            order = await connection.run_sync(_load_order, order_id)
-            yield order
-            if order is not None:
-                await connection.run_sync(_store_order, order)
+    async def change(self, order_id: str, change: Callable[[SimOrder], T]) -> T | None:
+        def transaction(connection: Connection) -> T | None:
+            order = _load_order(connection, order_id)
+            if order is None:
+                return None
+            result = change(order)
+            _store_order(connection, order)
+            return result
+
+        return await self._db.write(transaction)
 
     async def keyed_request(
         self,
@@ -220,40 +208,34 @@ class SqlOrderBook:
             _store_order(connection, order)
             return answer
 
-        return await run_write(self._engine, request)
+        return await self._db.write(request)
 
     async def decisions(self, cursors: dict[str, int]) -> dict[str, Sequence[CaDecision]]:
-        return await decisions_after(self._engine, decisions, cursors, _decision_from_row)
+        return await decisions_after(self._db, decisions, cursors, _decision_from_row)
 
     async def due_reviews(self, started_before: datetime, limit: int) -> list[str]:
-        async with self._engine.connect() as connection:
-            result = await connection.scalars(
-                select(orders.c.id)
-                .where(orders.c.review_started_at <= started_before)
-                .order_by(orders.c.review_started_at)
-                .limit(limit)
-            )
-            return list(result)
+        due = (
+            select(orders.c.id)
+            .where(orders.c.review_started_at <= started_before)
+            .order_by(orders.c.review_started_at)
+            .limit(limit)
+        )
+        return await self._db.read(lambda c: list(c.scalars(due)))
 
     async def root(self, candidate: TestRoot) -> TestRoot:
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(select(roots).where(roots.c.name == ROOT))).first()
+        stored = select(roots).where(roots.c.name == ROOT)
+        row = await self._db.read(lambda c: c.execute(stored).first(), by_key=True)
         if row is None:
+            values = {
+                "name": ROOT,
+                "certificate_pem": candidate.certificate_pem,
+                "private_key_pem": candidate.private_key_pem,
+                "created_at": datetime.now(UTC),
+            }
             try:
-                async with self._writing() as connection:
-                    await connection.execute(
-                        insert(roots).values(
-                            name=ROOT,
-                            certificate_pem=candidate.certificate_pem,
-                            private_key_pem=candidate.private_key_pem,
-                            created_at=datetime.now(UTC),
-                        )
-                    )
+                await self._db.write(lambda c: c.execute(insert(roots).values(values)))
                 return candidate
             except IntegrityError:
                 # Another process made it first: theirs is the root.
-                async with self._engine.connect() as connection:
-                    row = (
-                        await connection.execute(select(roots).where(roots.c.name == ROOT))
-                    ).one()
+                row = await self._db.read(lambda c: c.execute(stored).one(), by_key=True)
         return TestRoot(row.certificate_pem, row.private_key_pem)

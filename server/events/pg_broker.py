@@ -23,19 +23,20 @@ from typing import TypeVar
 
 import asyncpg
 from prometheus_client import Counter
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, Clock, StatusChange
 from server.events.broker import REPLAY_PAGE, Broker
 from server.persistence.changes import ChangeKey, SqlChangeHistory
+from server.persistence.database import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "certgraph_changes"
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 # The listening connections' name in pg_stat_activity: one per serving process.
 LISTENER_NAME = "certgraph-listen"
 # How often the idle listening connection is checked (a half-open TCP connection is silent).
@@ -82,10 +83,11 @@ class PgChangePublisher:
     """Implements the domain's `ChangePublisher` across processes; `run()` listens."""
 
     def __init__(
-        self, engine: AsyncEngine, broker: Broker, history: SqlChangeHistory, clock: Clock
+        self, db: Database, broker: Broker, history: SqlChangeHistory, clock: Clock
     ) -> None:
-        self._engine = engine
-        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._db = db
+        # LISTEN needs a connection of its own for as long as it listens, outside the pool.
+        self._dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._broker = broker
         self._history = history
         self._clock = clock
@@ -125,14 +127,14 @@ class PgChangePublisher:
     async def publish(self, changes: Sequence[StatusChange]) -> None:
         if not changes:
             return
+        payloads = [{"channel": CHANNEL, "payload": notification(c)} for c in changes]
+
+        def notify(connection: Connection) -> None:
+            for payload in payloads:
+                connection.execute(_NOTIFY, payload)
+
         try:
-            async with self._engine.connect() as connection:
-                for change in changes:
-                    await connection.execute(
-                        text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": notification(change)},
-                    )
-                await connection.commit()
+            await self._db.write(notify)
         except (SQLAlchemyError, OSError):
             # The change is committed; subscribers that reconnect catch up from the history.
             log.warning("could not announce %d status change(s)", len(changes), exc_info=True)

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -22,6 +21,7 @@ from server.container import Container
 from server.heap import settled_heap
 from server.http.graphql_app import graphql_routes
 from server.http.metrics import HttpMetrics, MetricsMiddleware
+from server.persistence.database import Database
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def routes(container: Container, metrics: HttpMetrics) -> list[BaseRoute]:
     console = StaticFiles(directory=STATIC_DIR, html=True)
     return [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readiness_probe(container.engine), methods=["GET"]),
+        Route("/readyz", readiness_probe(container.db), methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         *graphql_routes(container),
         # One route per console file rather than a mount at `/`: any other path stays
@@ -100,11 +100,11 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def readiness_probe(engine: AsyncEngine) -> Callable[[Request], Awaitable[JSONResponse]]:
+def readiness_probe(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def readyz(request: Request) -> JSONResponse:
         try:
-            async with asyncio.timeout(READY_TIMEOUT_SECONDS), engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await db.read(_select_one)
         except Exception:
             # The reason goes to the log, never to an unauthenticated caller.
             log.warning("readiness check failed: the database is unreachable", exc_info=True)
@@ -112,3 +112,7 @@ def readiness_probe(engine: AsyncEngine) -> Callable[[Request], Awaitable[JSONRe
         return JSONResponse({"status": "ready"})
 
     return readyz
+
+
+def _select_one(connection: Connection) -> None:
+    connection.execute(text("SELECT 1"))

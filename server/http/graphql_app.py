@@ -360,7 +360,7 @@ def sandbox_enabled(container: Container) -> bool:
 def api_services(container: Container) -> Services:
     return Services(
         certificates=container.service,
-        reader=SqlCertificateReader(container.engine, search_index=container.settings.search_index),
+        reader=SqlCertificateReader(container.db, search_index=container.settings.search_index),
         changes=container.broker,
         sandbox=container.sandbox if sandbox_enabled(container) else None,
     )

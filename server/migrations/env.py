@@ -9,7 +9,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.search import is_schema_object
 from server.persistence.tables import Base, UtcDateTime
 from server.persistence.time_limits import MIGRATION_LIMITS
@@ -40,12 +40,11 @@ def run_on(connection: Connection) -> None:
 
 
 async def run_with_own_engine(url: str) -> None:
-    engine = create_engine(url, MIGRATION_LIMITS)
+    db = Database(url, MIGRATION_LIMITS)
     try:
-        async with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
-            await connection.run_sync(run_on)
+        await db.write(run_on)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def run_offline(url: str) -> None:

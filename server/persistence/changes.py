@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, Row, Select, bindparam, select, tuple_
 
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, StatusChange
 from domain.statuses import CertificateStatus
+from server.persistence.database import Database
 from server.persistence.mapping import certificates, events
 
 # (certificate id, version): the key of one change.
@@ -51,8 +51,8 @@ def _change(row: Any) -> StatusChange:
 
 
 class SqlChangeHistory:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def after(
         self, tenant_id: TenantId, position: ChangePosition, limit: int
@@ -69,9 +69,7 @@ class SqlChangeHistory:
             .order_by(*_ORDER)
             .limit(limit)
         )
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return [_change(row) for row in rows]
+        return [_change(row) for row in await self._db.read(lambda c: _rows(c, query))]
 
     async def changes(self, keys: Sequence[ChangeKey]) -> dict[ChangeKey, StatusChange]:
         """The status changes with these keys, of any tenant (keys of no status change: absent)."""
@@ -80,6 +78,9 @@ class SqlChangeHistory:
         query = _status_changes().where(
             tuple_(events.c.certificate_id, events.c.version).in_(sorted(set(keys)))
         )
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        rows = await self._db.read(lambda c: _rows(c, query))
         return {(row.certificate_id, row.version): _change(row) for row in rows}
+
+
+def _rows(connection: Connection, query: Select[Any]) -> Sequence[Row[Any]]:
+    return connection.execute(query).all()

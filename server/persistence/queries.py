@@ -1,7 +1,7 @@
 """Server layer: the API's read side over SQL (keyset pages, counts, batch loads).
 
 Implements `domain.reading.CertificateReader` with SQLAlchemy Core. Every call is one
-statement, its own transaction (`server.persistence.database.read_statement`: on PostgreSQL a
+statement, its own transaction (`server.persistence.database.Database.read`: on PostgreSQL a
 pooled connection in autocommit; on SQLite loads by key at once on the event loop, and pages,
 counts and histories, whose work grows with the data, on a reader thread). Loads of
 certificates by id made in the same turn of the event loop, by any number of requests or
@@ -36,7 +36,6 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import lifecycle
 from domain.model import Certificate, CertificateDocument, CertificateEvent, TenantId, Withdrawal
@@ -50,7 +49,7 @@ from domain.reading import (
     SortField,
 )
 from domain.statuses import CertificateStatus
-from server.persistence.database import read_statement
+from server.persistence.database import Database
 from server.persistence.mapping import (
     certificate_from_row,
     certificates,
@@ -167,8 +166,8 @@ class SqlCertificateReader:
     """`search_index`: SQLite answers searches from its FTS table where that is cheaper
     (`server.persistence.search`); off, every search reads the tenant in order."""
 
-    def __init__(self, engine: AsyncEngine, *, search_index: bool = True) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, *, search_index: bool = True) -> None:
+        self._db = db
         self._search_index = search_index
         self._shared_certificates = SharedLoads[TenantId](self._certificate_rows)
 
@@ -176,7 +175,7 @@ class SqlCertificateReader:
         def rows(connection: Connection) -> Sequence[RowMapping]:
             return connection.execute(query).mappings().all()
 
-        return await read_statement(self._engine, rows, by_key=by_key)
+        return await self._db.read(rows, by_key=by_key)
 
     def _search_indexed(self, connection: Connection, where: CertificateFilter) -> bool:
         # Two statements, each its own snapshot: a write in between can change only which way
@@ -195,7 +194,7 @@ class SqlCertificateReader:
             query = page_query(tenant_id, where, ordering, request, search_indexed=indexed)
             return connection.execute(query).mappings().all()
 
-        rows = await read_statement(self._engine, read)
+        rows = await self._db.read(read)
         found = [certificate_from_row(row) for row in rows[: request.limit]]
         if request.from_end:
             found.reverse()
@@ -209,7 +208,7 @@ class SqlCertificateReader:
             query = select(func.count()).select_from(certificates).where(*clauses)
             return int(connection.execute(query).scalar_one())
 
-        return await read_statement(self._engine, count)
+        return await self._db.read(count)
 
     async def certificates(
         self, tenant_id: TenantId, ids: Sequence[str]

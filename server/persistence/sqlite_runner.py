@@ -48,8 +48,8 @@ class SqliteRunner:
     So reads by key and writes (a few statements by key) run at once on the event loop, on a
     connection that never waits for a lock (readers do not need one in WAL mode). Reads whose
     work grows with the data (pages under filters, counts, histories) run on reader threads,
-    so that the event loop turns meanwhile. Writers take turns on an asyncio lock (so does
-    `write_transaction`), so this process's writers do not find the lock taken by each other;
+    so that the event loop turns meanwhile. Writers take turns on an asyncio lock, so this
+    process's writers do not find the lock taken by each other;
     only when SQLite is busy (another process holds the write lock) does a write go to a thread
     of its own that waits for the lock, until the write's deadline.
     """
@@ -63,7 +63,7 @@ class SqliteRunner:
         self._waiting = _runner_engine(file, wait_ms, limits, engine_options)
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reader")
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-waiting")
-        # Held by the process's SQLite writer of the moment (`write_transaction` too).
+        # Held by the process's SQLite writer of the moment.
         self._turn = asyncio.Lock()
 
     async def read(self, work: Callable[[Connection], T], *, by_key: bool = False) -> T:
@@ -82,7 +82,7 @@ class SqliteRunner:
     async def write(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.write_deadline_seconds
-        async with self.turn(deadline):
+        async with self._turn_until(deadline):
             try:
                 return _transaction(self._at_once, work)
             except OperationalError as error:
@@ -102,7 +102,7 @@ class SqliteRunner:
                 raise WriteDeadlineExceeded("The write lock stayed taken too long.") from error
 
     @asynccontextmanager
-    async def turn(self, deadline: float) -> AsyncIterator[None]:
+    async def _turn_until(self, deadline: float) -> AsyncIterator[None]:
         """This process's writer turn, waited for until `deadline` (event loop time)."""
         try:
             async with asyncio.timeout_at(deadline):
@@ -173,6 +173,9 @@ def make_sqlite_transactional(engine: Engine, busy_timeout_ms: int) -> None:
     pysqlite's own transaction handling starts transactions lazily, so a read-modify-write
     could interleave with another writer. Writers ask for BEGIN IMMEDIATE (execution option
     `sqlite_begin`), which takes the write lock up front; WAL lets readers go on meanwhile.
+    Reads of one statement ask for no BEGIN (`NO_BEGIN`); the ROLLBACK SQLAlchemy still sends
+    when their connection closes costs nothing, as pysqlite skips it when no transaction is
+    open (the runner reads through pysqlite, not through aiosqlite's thread).
     """
 
     @event.listens_for(engine, "connect")
@@ -192,12 +195,3 @@ def make_sqlite_transactional(engine: Engine, busy_timeout_ms: int) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
         if mode != NO_BEGIN:
             connection.exec_driver_sql(f"BEGIN {mode}")
-
-    rollback = engine.dialect.do_rollback
-
-    def _rollback_if_open(dbapi_connection: Any) -> None:
-        # Nothing to roll back after statements run without BEGIN: skip the trip to the thread.
-        if dbapi_connection.driver_connection.in_transaction:
-            rollback(dbapi_connection)
-
-    engine.dialect.do_rollback = _rollback_if_open  # type: ignore[method-assign]

@@ -11,10 +11,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, RowMapping, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.model import TenantId, new_id
-from server.persistence.database import read_statement
+from server.persistence.database import Database
 from server.persistence.shared_loads import SharedLoads
 from server.persistence.tables import ApiTokenRow, Base, TenantRow
 
@@ -46,10 +45,8 @@ def _utc_now() -> datetime:
 
 
 class TenantStore:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime] = _utc_now) -> None:
-        self._engine = engine
-        # Writers take SQLite's write lock up front (see `database`); other backends ignore it.
-        self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+    def __init__(self, db: Database, now: Callable[[], datetime] = _utc_now) -> None:
+        self._db = db
         # Tokens presented in one turn of the event loop are looked up in one query.
         self._token_loads = SharedLoads[None](self._tenants_of_hashes, key_column="token_hash")
         self._now = now
@@ -58,12 +55,10 @@ class TenantStore:
         """The tenant called `name`, created if there is none yet."""
         _check_name(name)
         try:
-            async with self._writer.begin() as connection:
-                return await self._ensure_tenant(connection, name)
+            return await self._db.write(lambda connection: self._ensure_tenant(connection, name))
         except IntegrityError:
             # Another process created it between our look-up and our insert.
-            async with self._engine.connect() as connection:
-                tenant = await self._find(connection, name)
+            tenant = await self._db.read(lambda connection: _find(connection, name), by_key=True)
             assert tenant is not None
             return tenant
 
@@ -71,9 +66,10 @@ class TenantStore:
         """A new token for the tenant (created if missing); it cannot be read back later."""
         _check_name(tenant_name)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        async with self._writer.begin() as connection:
-            tenant = await self._ensure_tenant(connection, tenant_name)
-            await connection.execute(
+
+        def create(connection: Connection) -> None:
+            tenant = self._ensure_tenant(connection, tenant_name)
+            connection.execute(
                 insert(api_tokens).values(
                     id=new_id(),
                     tenant_id=tenant.id,
@@ -81,6 +77,8 @@ class TenantStore:
                     created_at=self._now(),
                 )
             )
+
+        await self._db.write(create)
         return token
 
     async def tenant_for_token(self, token: str) -> Tenant | None:
@@ -99,7 +97,7 @@ class TenantStore:
             return connection.execute(query).mappings().all()
 
         # At most `MAX_SHARED_KEYS` hashes, each found by its unique index.
-        return await read_statement(self._engine, rows, by_key=True)
+        return await self._db.read(rows, by_key=True)
 
     async def get(self, tenant_id: TenantId) -> Tenant | None:
         query = select(tenants.c.id, tenants.c.name).where(tenants.c.id == tenant_id)
@@ -107,20 +105,21 @@ class TenantStore:
         def row(connection: Connection) -> Row[Any, Any] | None:
             return connection.execute(query).first()
 
-        found = await read_statement(self._engine, row, by_key=True)
+        found = await self._db.read(row, by_key=True)
         return None if found is None else Tenant(TenantId(found.id), found.name)
 
-    async def _ensure_tenant(self, connection: AsyncConnection, name: str) -> Tenant:
-        tenant = await self._find(connection, name)
+    def _ensure_tenant(self, connection: Connection, name: str) -> Tenant:
+        tenant = _find(connection, name)
         if tenant is not None:
             return tenant
         tenant = Tenant(TenantId(new_id()), name)
-        await connection.execute(
+        connection.execute(
             insert(tenants).values(id=tenant.id, name=tenant.name, created_at=self._now())
         )
         return tenant
 
-    async def _find(self, connection: AsyncConnection, name: str) -> Tenant | None:
-        query = select(tenants.c.id).where(tenants.c.name == name)
-        tenant_id = (await connection.execute(query)).scalar_one_or_none()
-        return None if tenant_id is None else Tenant(TenantId(tenant_id), name)
+
+def _find(connection: Connection, name: str) -> Tenant | None:
+    query = select(tenants.c.id).where(tenants.c.name == name)
+    tenant_id = connection.execute(query).scalar_one_or_none()
+    return None if tenant_id is None else Tenant(TenantId(tenant_id), name)

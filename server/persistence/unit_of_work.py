@@ -8,9 +8,8 @@ from datetime import datetime
 from types import TracebackType
 
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.persistence.database import reading, run_write
+from server.persistence.database import Database
 from server.persistence.repository import (
     SqlCertificateRepository,
     SqlIdempotencyKeys,
@@ -20,21 +19,21 @@ from server.persistence.repository import (
 
 
 class SqlUnitOfWork:
-    """Opened for reading: reads (see `database.reading`). Opened for writing: changes are
-    queued and `commit()` writes them in one writer transaction (see `database.run_write`)."""
+    """Opened for reading: reads (see `Database.reading`). Opened for writing: changes are
+    queued and `commit()` writes them in one writer transaction (see `Database.write`)."""
 
     certificates: SqlCertificateRepository
     idempotency: SqlIdempotencyKeys
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime], *, write: bool) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, clock: Callable[[], datetime], *, write: bool) -> None:
+        self._db = db
         self._clock = clock
         self._write = write
         self._open = AsyncExitStack()
         self._writes: list[Write] = []
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        read = None if self._write else await self._open.enter_async_context(reading(self._engine))
+        read = None if self._write else await self._open.enter_async_context(self._db.reading())
         now = self._clock()
         self.certificates = SqlCertificateRepository(read, now, self._writes)
         self.idempotency = SqlIdempotencyKeys(read, now, self._writes)
@@ -59,16 +58,16 @@ class SqlUnitOfWork:
                 write(connection)
 
         try:
-            await run_write(self._engine, transaction)
+            await self._db.write(transaction)
         except StaleWrite:
             return False
         return True
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+        self._db = db
         self._clock = clock
 
     def __call__(self, *, write: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine, self._clock, write=write)
+        return SqlUnitOfWork(self._db, self._clock, write=write)

@@ -195,7 +195,7 @@ async def test_withdrawing_deactivates_the_authorizations_and_returns_to_pending
     assert after.last_withdrawal is not None
     assert after.last_withdrawal.status is WithdrawalStatus.SUCCEEDED
     assert after.domain_validation is None and after.ca_order_id is None
-    order = await AcmeOrderBook(acme_api.container.engine).get(order_id)
+    order = await AcmeOrderBook(acme_api.container.db).get(order_id)
     assert order is not None and order.phase is Phase.CLOSED
     authorizations = await same_account(acme_api).authorizations(order.authorizations)
     assert {a.status for a in authorizations} == {"deactivated"}
@@ -228,7 +228,7 @@ async def test_withdrawing_while_the_ca_is_issuing_waits_and_answers_ca_already_
     certificate = await apply(acme_api, new_domain())
     await verify(acme_api, certificate)
     assert certificate.ca_order_id is not None
-    book = AcmeOrderBook(acme_api.container.engine)
+    book = AcmeOrderBook(acme_api.container.db)
     order = await book.get(certificate.ca_order_id)
     assert order is not None
     # As a process that died right after deciding to finalize leaves it: the order is ready at
@@ -250,7 +250,7 @@ async def test_withdrawing_a_validated_but_unfinalized_order_still_succeeds(
     certificate = await apply(acme_api, new_domain())
     await verify(acme_api, certificate)
     assert certificate.ca_order_id is not None
-    order = await AcmeOrderBook(acme_api.container.engine).get(certificate.ca_order_id)
+    order = await AcmeOrderBook(acme_api.container.db).get(certificate.ca_order_id)
     assert order is not None
     assert (await same_account(acme_api).order(order.url)).status == "ready"
 
@@ -426,7 +426,7 @@ def _global(certificate_id: str) -> str:
 
 
 async def _events(api: AcmeApi, certificate_id: str) -> list[CertificateEvent]:
-    async with api.container.engine.connect() as connection:
+    async with api.container.db.engine.connect() as connection:
         rows = (
             await connection.execute(
                 select(events)

@@ -23,7 +23,7 @@ from server.container import Container
 from server.http.app import create_app
 from server.http.serving import serving_config
 from server.migrate import upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.settings import Settings
 from tests.support import free_port, wait_until
@@ -53,13 +53,13 @@ class Server:
 
     async def token(self, tenant: str) -> tuple[str, TenantId]:
         """A fresh token for `tenant` (minted on a connection of the test's own)."""
-        engine = create_engine(self.database_url)
+        db = Database(self.database_url)
         try:
-            store = TenantStore(engine)
+            store = TenantStore(db)
             token = await store.create_token(tenant)
             found = await store.tenant_for_token(token)
         finally:
-            await engine.dispose()
+            await db.dispose()
         assert found is not None
         return token, found.id
 

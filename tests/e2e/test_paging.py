@@ -9,7 +9,7 @@ from gql.client import AsyncClientSession
 
 from domain.model import new_id
 from resolvers.ids import CERTIFICATE, to_global_id
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from tests.e2e.conftest import Server, execute
 from tests.resolvers.conftest import at, insert_certificate
 
@@ -71,7 +71,8 @@ async def test_250_certificates_page_forwards_and_backwards_with_a_filter(
     specs = matching + other_names + other_statuses
     random.Random(7).shuffle(specs)
     expected: list[tuple[str, str]] = []
-    engine = create_engine(server.database_url)
+    db = Database(server.database_url)
+    engine = db.engine
     try:
         for n, (name, status) in enumerate(specs):
             certificate_id = new_id()
@@ -86,7 +87,7 @@ async def test_250_certificates_page_forwards_and_backwards_with_a_filter(
             if (name, status) in matching:
                 expected.append((name, certificate_id))
     finally:
-        await engine.dispose()
+        await db.dispose()
     # NAME ascending, ties broken by id.
     expected_ids = [to_global_id(CERTIFICATE, i) for _, i in sorted(expected)]
     assert len(expected_ids) == 250

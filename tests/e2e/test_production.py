@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.mapping import events
 from server.settings import Settings
 from tests.e2e.conftest import Server, ServerFactory, bearer, post
@@ -132,12 +132,13 @@ async def test_a_bug_is_masked_and_its_request_id_is_logged_with_the_traceback(
     created = await post(production, json={"query": CREATE}, headers=headers)
     certificate_id = created.json()["data"]["createCertificate"]["certificate"]["id"]
     # Break the database under the running server, as a bad migration or a bug would.
-    engine = create_engine(production.database_url)
+    db = Database(production.database_url)
+    engine = db.engine
     try:
         async with engine.begin() as connection:
             await connection.execute(text(f"DROP TABLE {events.name}"))
     finally:
-        await engine.dispose()
+        await db.dispose()
     query = {
         "query": "query($id: ID!) { certificate(id: $id) { id name events { kind } } }",
         "variables": {"id": certificate_id},
@@ -198,12 +199,13 @@ async def test_a_failure_before_graphql_runs_is_a_masked_500_not_a_bare_one(
 ) -> None:
     headers = await bearer(production)
     # Authentication itself fails: the token table is gone.
-    engine = create_engine(production.database_url)
+    db = Database(production.database_url)
+    engine = db.engine
     try:
         async with engine.begin() as connection:
             await connection.execute(text("DROP TABLE api_tokens"))
     finally:
-        await engine.dispose()
+        await db.dispose()
     with caplog.at_level(logging.ERROR):
         response = await post(production, json={"query": "{ __typename }"}, headers=headers)
     assert response.status_code == 500

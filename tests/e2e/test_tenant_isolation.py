@@ -45,7 +45,7 @@ from graphql.language import ast
 from sqlalchemy import MetaData, select, text
 
 from resolvers.ids import from_global_id
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.search import search_index
 from tests.e2e.conftest import Server, ServerFactory, Subscription
 
@@ -179,7 +179,8 @@ async def build_victim(server: Server) -> Victim:
 
 async def order_ids(database_url: str, tenant_id: str) -> set[str]:
     """B's orders at the simulated CA: its rows there name the order, not the certificate."""
-    engine = create_engine(database_url)
+    db = Database(database_url)
+    engine = db.engine
     try:
         async with engine.connect() as connection:
             result = await connection.execute(
@@ -187,12 +188,13 @@ async def order_ids(database_url: str, tenant_id: str) -> set[str]:
             )
             return {row[0] for row in result if row[0]}
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 async def rows_of(database_url: str, identifiers: set[str]) -> dict[str, set[tuple[Any, ...]]]:
     """Every row of every table with a value among `identifiers`, minus volatile columns."""
-    engine = create_engine(database_url)
+    db = Database(database_url)
+    engine = db.engine
     metadata = MetaData()
     try:
         async with engine.connect() as connection:
@@ -214,7 +216,7 @@ async def rows_of(database_url: str, identifiers: set[str]) -> dict[str, set[tup
                     found[table.name] = marked
             return found
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 # ---- walking the schema

@@ -11,7 +11,7 @@ from gql.client import AsyncClientSession
 from sqlalchemy import text
 
 from server.migrate import upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from tests.e2e.conftest import (
     LEGACY_WS,
     TRANSPORT_WS,
@@ -176,7 +176,8 @@ async def test_the_full_withdrawal_story_on_postgresql(pg_url: str) -> None:
     await upgrade(pg_url)
     with running(settings_for(pg_url)) as server:
         await withdrawal_story(server)
-    engine = create_engine(pg_url)
+    db = Database(pg_url)
+    engine = db.engine
     try:
         async with engine.connect() as connection:
             kinds = (
@@ -189,7 +190,7 @@ async def test_the_full_withdrawal_story_on_postgresql(pg_url: str) -> None:
                 .all()
             )
     finally:
-        await engine.dispose()
+        await db.dispose()
     assert kinds == ["CREATED", "APPLIED", "WITHDRAWAL_REQUESTED", "WITHDRAWAL_SUCCEEDED"]
 
 

@@ -34,7 +34,7 @@ async def insert_withdrawn(api: Api, count: int) -> None:
     """`count` certificates whose withdrawal the CA is reviewing (3 events each)."""
     for i in range(count):
         await insert_certificate(
-            api.container.engine,
+            api.container.db.engine,
             api.acme.tenant_id,
             name=f"web-{i}",
             domain=f"web-{i}.example.com",
@@ -48,7 +48,7 @@ async def test_a_page_with_every_field_costs_the_same_sql_for_10_and_100(
     still_api: Api,
 ) -> None:
     api = still_api  # no background worker adding statements of its own
-    engine = api.container.engine
+    engine = api.container.db.engine
     await insert_withdrawn(api, 120)
 
     counts: dict[int, list[str]] = {}
@@ -75,7 +75,7 @@ async def test_a_page_reads_its_events_in_one_query_and_as_one_certificate_has_t
     still_api: Api,
 ) -> None:
     api = still_api
-    engine = api.container.engine
+    engine = api.container.db.engine
     await insert_withdrawn(api, 5)
     one_by_one = {}
     for node in (await api.data("{ certificates(first: 5) { nodes { id } } }"))["certificates"][

@@ -102,6 +102,6 @@ async def test_a_withdrawal_the_ca_had_approved_answers_with_the_issued_certific
 async def test_the_test_root_is_made_once_and_shared(api: Api) -> None:
     first = await sim_ca(api).root_pem()
 
-    again = SimulatedCa(SqlOrderBook(api.container.engine), SystemClock().now)
+    again = SimulatedCa(SqlOrderBook(api.container.db), SystemClock().now)
 
     assert await again.root_pem() == first

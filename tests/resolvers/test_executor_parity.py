@@ -43,7 +43,7 @@ STATUSES = [
 @pytest.fixture
 async def seeded(migrated_url: str) -> AsyncIterator[tuple[Api, list[str], Caller]]:
     api = await start_api(migrated_url, run_background=False)
-    engine = api.container.engine
+    engine = api.container.db.engine
     start = datetime(2026, 1, 1, tzinfo=UTC)
     ids = [
         await insert_certificate(

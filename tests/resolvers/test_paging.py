@@ -84,7 +84,7 @@ async def rows(api: Api) -> list[Row]:
             expires_at=None if i % 3 == 0 else at(100 + i % 4),
         )
         await insert_certificate(
-            api.container.engine,
+            api.container.db.engine,
             api.acme.tenant_id,
             certificate_id=row.id,
             name=row.name,
@@ -220,7 +220,7 @@ async def ids(api: Api, **filter: Any) -> set[str]:
 
 
 async def test_deleted_certificates_are_left_out_unless_named(api: Api) -> None:
-    engine, tenant = api.container.engine, api.acme.tenant_id
+    engine, tenant = api.container.db.engine, api.acme.tenant_id
     live = await insert_certificate(engine, tenant, name="live", created_at=at(1))
     deleted = await insert_certificate(
         engine, tenant, name="gone", created_at=at(2), status="DELETED"
@@ -235,7 +235,7 @@ async def test_deleted_certificates_are_left_out_unless_named(api: Api) -> None:
 
 
 async def test_status_type_and_withdrawable_filters(api: Api) -> None:
-    engine, tenant = api.container.engine, api.acme.tenant_id
+    engine, tenant = api.container.db.engine, api.acme.tenant_id
     made = {
         status: await insert_certificate(
             engine,
@@ -288,7 +288,7 @@ async def test_status_type_and_withdrawable_filters(api: Api) -> None:
 
 
 async def test_search_is_literal_and_case_insensitive(api: Api) -> None:
-    engine, tenant = api.container.engine, api.acme.tenant_id
+    engine, tenant = api.container.db.engine, api.acme.tenant_id
     percent = await insert_certificate(engine, tenant, name="100% Sure", created_at=at(1))
     underscore = await insert_certificate(engine, tenant, name="my_site", created_at=at(2))
     plain = await insert_certificate(
@@ -309,7 +309,7 @@ async def test_an_overlong_or_nul_search_is_bad_user_input_before_any_query(
     api: Api, search: str, production: bool
 ) -> None:
     schema = build_schema(sandbox=True, production=production)
-    with counting_statements(api.container.engine) as statements:
+    with counting_statements(api.container.db) as statements:
         result = await schema.execute(
             PAGE,
             variable_values={"first": 5, "filter": {"search": search}},
@@ -330,9 +330,11 @@ LONGEST = ["%" * MAX_SEARCH_LENGTH, "_/" * 100, "🔒" * MAX_SEARCH_LENGTH, "İ"
 @pytest.mark.parametrize("search", LONGEST)
 async def test_the_longest_searches_are_answered(api: Api, search: str) -> None:
     match = await insert_certificate(
-        api.container.engine, api.acme.tenant_id, name=search, created_at=at(1)
+        api.container.db.engine, api.acme.tenant_id, name=search, created_at=at(1)
     )
-    await insert_certificate(api.container.engine, api.acme.tenant_id, name="x", created_at=at(2))
+    await insert_certificate(
+        api.container.db.engine, api.acme.tenant_id, name="x", created_at=at(2)
+    )
     assert await ids(api, search=search) == {match}
     assert await count(api, search=search) == 1
 
@@ -357,14 +359,14 @@ def test_no_allowed_search_reaches_sqlites_like_pattern_limit() -> None:
 async def test_with_the_search_index_switched_off_searches_agree_without_it(
     api: Api, migrated_url: str
 ) -> None:
-    engine, tenant = api.container.engine, api.acme.tenant_id
+    engine, tenant = api.container.db.engine, api.acme.tenant_id
     needle = await insert_certificate(engine, tenant, name="Needle 100%", created_at=at(1))
     await insert_certificate(engine, tenant, name="needle 1000", created_at=at(2))
     off = Container(settings_for(migrated_url, search_index=False), run_background=False)
     await off.start()
     try:
         for each, through_index in ((api, True), (replace(api, container=off), False)):
-            with counting_statements(each.container.engine) as statements:
+            with counting_statements(each.container.db) as statements:
                 assert await ids(each, search="NEEDLE 100%") == {needle}
             assert any("certificate_search" in s for s in statements) is through_index
     finally:

@@ -29,7 +29,7 @@ from domain.statuses import CertificateStatus
 from resolvers.ids import CERTIFICATE, local_id, to_global_id
 from server.container import Container
 from server.migrate import upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.seed import drive_to
 from server.settings import Settings
@@ -127,20 +127,24 @@ class Cluster:
 
     database_url: str
     directory: Path
-    engine: AsyncEngine
+    db: Database
     tenant: TenantId
     token: str
     processes: list[Process] = field(default_factory=list)
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.db.engine
+
     @classmethod
     async def connect(cls, database_url: str, directory: Path) -> Cluster:
         """For a migrated database: a token for tenant `acme`, and the test's own engine."""
-        engine = create_engine(database_url)
-        store = TenantStore(engine)
+        db = Database(database_url)
+        store = TenantStore(db)
         token = await store.create_token("acme")
         tenant = await store.tenant_for_token(token)
         assert tenant is not None
-        return cls(database_url, directory, engine, tenant.id, token)
+        return cls(database_url, directory, db, tenant.id, token)
 
     async def start(self, names: Iterable[str], **settings: str) -> list[Process]:
         """Start processes (each with `settings`, CERTGRAPH_ names lower-cased) and wait until
@@ -232,7 +236,7 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
         yield built
     finally:
         built.stop()
-        await built.engine.dispose()
+        await built.db.dispose()
 
 
 class Subscriber:

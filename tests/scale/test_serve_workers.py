@@ -68,4 +68,4 @@ async def test_serve_with_two_workers_serves_every_subscriber_every_change(
         assert {c["status"] for c in received} == {"CA_VERIFYING_WITHDRAWAL"}
     finally:
         cluster.stop()
-        await cluster.engine.dispose()
+        await cluster.db.dispose()

@@ -18,7 +18,7 @@ from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
 from server.events.broker import Broker
 from server.migrate import upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
 from server.worker import CaWorker
@@ -26,7 +26,7 @@ from server.worker import CaWorker
 
 @dataclass
 class Stack:
-    engine: AsyncEngine
+    db: Database
     service: CertificateService
     ca: SimulatedCa
     sandbox: Sandbox
@@ -36,6 +36,11 @@ class Stack:
     other_tenant: TenantId
     uow: SqlUnitOfWorkFactory
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """For setting up and checking rows in plain SQL."""
+        return self.db.engine
+
     async def load(self, certificate_id: str) -> Certificate:
         async with self.uow() as uow:
             certificate = await uow.certificates.get_any_tenant(CertificateId(certificate_id))
@@ -43,20 +48,18 @@ class Stack:
         return certificate
 
 
-async def build_stack(
-    url: str, clock: Clock | None = None, engine: AsyncEngine | None = None
-) -> Stack:
+async def build_stack(url: str, clock: Clock | None = None, db: Database | None = None) -> Stack:
     clock = clock or SystemClock()
-    engine = engine or create_engine(url)
-    ca = SimulatedCa(SqlOrderBook(engine), clock.now, auto_decide_seconds=0)
+    db = db or Database(url)
+    ca = SimulatedCa(SqlOrderBook(db), clock.now, auto_decide_seconds=0)
     broker = Broker()
-    uow = SqlUnitOfWorkFactory(engine, clock.now)
+    uow = SqlUnitOfWorkFactory(db, clock.now)
     service = CertificateService(uow, ca, clock, broker)
-    tenants = TenantStore(engine)
+    tenants = TenantStore(db)
     acme = await tenants.ensure_tenant("acme")
     globex = await tenants.ensure_tenant("globex")
-    worker = CaWorker(engine, service, clock, poll_seconds=0.05)
-    return Stack(engine, service, ca, Sandbox(uow, ca), broker, worker, acme.id, globex.id, uow)
+    worker = CaWorker(db, service, clock, poll_seconds=0.05)
+    return Stack(db, service, ca, Sandbox(uow, ca), broker, worker, acme.id, globex.id, uow)
 
 
 @pytest.fixture
@@ -64,7 +67,7 @@ async def stack(db_url: str) -> AsyncIterator[Stack]:
     """The service over each real database (SQLite file and PostgreSQL)."""
     built = await build_stack(db_url)
     yield built
-    await built.engine.dispose()
+    await built.db.dispose()
 
 
 @pytest.fixture
@@ -79,4 +82,4 @@ async def sqlite_stack(migrated_sqlite_url: str) -> AsyncIterator[Stack]:
     """The service over a real SQLite file, for the many behaviour tests."""
     built = await build_stack(migrated_sqlite_url)
     yield built
-    await built.engine.dispose()
+    await built.db.dispose()

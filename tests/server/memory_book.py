@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from domain.ca import CaDecision, CaUnavailable
 from server.ca.orders import SimOrder
 from server.ca.x509 import TestRoot
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -50,8 +52,12 @@ class MemoryOrderBook:
             self.log[order.id] = []
             return order
 
+    async def change(self, order_id: str, change: Callable[[SimOrder], T]) -> T | None:
+        async with self._locked(order_id) as order:
+            return None if order is None else change(order)
+
     @asynccontextmanager
-    async def locked(self, order_id: str) -> AsyncIterator[SimOrder | None]:
+    async def _locked(self, order_id: str) -> AsyncIterator[SimOrder | None]:
         async with self._lock:
             stored = self.orders.get(order_id)
             if stored is None:
@@ -72,7 +78,7 @@ class MemoryOrderBook:
     ) -> dict[str, Any] | None:
         if not self.is_reachable:
             raise CaUnavailable()
-        async with self.locked(order_id) as order:
+        async with self._locked(order_id) as order:
             if order is None:
                 return None
             stored = self.requests.get(key)

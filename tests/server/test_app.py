@@ -17,7 +17,7 @@ from server.settings import Settings
 async def app(db_url: str) -> AsyncIterator[Starlette]:
     app = create_app(Settings(database_url=db_url))
     yield app
-    await app.state.container.engine.dispose()
+    await app.state.container.db.dispose()
 
 
 def client(app: Starlette) -> httpx.AsyncClient:
@@ -48,7 +48,7 @@ async def test_readyz_is_unavailable_without_saying_why_when_the_database_is_gon
         async with client(app) as http:
             response = await http.get("/readyz")
     finally:
-        await app.state.container.engine.dispose()
+        await app.state.container.db.dispose()
 
     assert (response.status_code, response.json()) == (503, {"status": "unavailable"})
 
@@ -79,7 +79,7 @@ async def test_each_app_keeps_its_own_metrics(app: Starlette, db_url: str) -> No
         async with client(other) as http:
             response = await http.get("/metrics")
     finally:
-        await other.state.container.engine.dispose()
+        await other.state.container.db.dispose()
 
     assert 'route="/healthz"' not in response.text
 
@@ -117,7 +117,7 @@ async def test_a_client_that_leaves_mid_body_is_neither_answered_nor_logged_as_a
     try:
         await app(scope, receive, send)
     finally:
-        await app.state.container.engine.dispose()
+        await app.state.container.db.dispose()
 
     assert not [m for m in sent if m.get("status") == 500]
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -15,7 +15,7 @@ from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, CertificateType, ValidationMethod
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.seed import drive_to
 from tests.server.conftest import Stack
 from tests.server.memory_book import MemoryOrderBook
@@ -61,9 +61,9 @@ async def ca(
     if request.param == "memory":
         yield SimulatedCa(MemoryOrderBook(), clock)
         return
-    engine = create_engine(migrated_sqlite_url)
-    yield SimulatedCa(SqlOrderBook(engine), clock)
-    await engine.dispose()
+    db = Database(migrated_sqlite_url)
+    yield SimulatedCa(SqlOrderBook(db), clock)
+    await db.dispose()
 
 
 async def test_a_repeated_key_gets_the_first_answer_and_changes_nothing(ca: SimulatedCa) -> None:

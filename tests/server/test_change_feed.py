@@ -100,7 +100,7 @@ async def test_a_subscriber_that_falls_behind_gets_what_was_queued_then_is_told(
 async def test_a_subscriber_that_comes_back_gets_every_change_it_missed_in_order(
     stack: Stack,
 ) -> None:
-    broker = Broker(SqlChangeHistory(stack.engine))
+    broker = Broker(SqlChangeHistory(stack.db))
     service = CertificateService(stack.uow, stack.ca, SystemClock(), broker)
     first = await drive_to(
         service,

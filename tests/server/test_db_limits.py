@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.http.outages import is_outage
-from server.persistence.database import create_engine, read_statement, reading, run_write
+from server.persistence.database import Database
 from server.persistence.time_limits import DatabaseLimits, StatementTimeout
 
 # Counting to 10^8 takes a minute or more: a test that waited for it would time out instead.
@@ -22,10 +21,10 @@ SETTING = text("INSERT INTO simca_settings (key, value) VALUES (:key, '1')")
 
 
 @pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    built = create_engine(db_url, DatabaseLimits(statement_timeout_seconds=0.05))
-    yield built
-    await built.dispose()
+async def db(db_url: str) -> AsyncIterator[Database]:
+    db = Database(db_url, DatabaseLimits(statement_timeout_seconds=0.05))
+    yield db
+    await db.dispose()
 
 
 def endless(connection: Connection) -> int:
@@ -38,43 +37,43 @@ def settings_count(connection: Connection) -> int:
 
 @pytest.mark.parametrize("by_key", [True, False], ids=["by key", "scan"])
 async def test_a_read_past_its_budget_is_stopped_as_an_outage_and_the_next_read_runs(
-    engine: AsyncEngine, by_key: bool
+    db: Database, by_key: bool
 ) -> None:
     with pytest.raises(StatementTimeout) as stopped:
-        await read_statement(engine, endless, by_key=by_key)
+        await db.read(endless, by_key=by_key)
 
     assert is_outage(stopped.value)
-    assert await read_statement(engine, settings_count, by_key=by_key) == 0
+    assert await db.read(settings_count, by_key=by_key) == 0
 
 
-async def test_a_read_of_a_unit_of_work_past_its_budget_is_stopped(engine: AsyncEngine) -> None:
+async def test_a_read_of_a_unit_of_work_past_its_budget_is_stopped(db: Database) -> None:
     with pytest.raises(StatementTimeout):
-        async with reading(engine) as read:
+        async with db.reading() as read:
             await read(endless)
 
 
 async def test_a_write_past_its_budget_is_stopped_and_leaves_nothing_behind(
-    engine: AsyncEngine,
+    db: Database,
 ) -> None:
     def insert_then_count_forever(connection: Connection) -> int:
         connection.execute(SETTING, {"key": "half"})
         return endless(connection)
 
     with pytest.raises(StatementTimeout):
-        await run_write(engine, insert_then_count_forever)
+        await db.write(insert_then_count_forever)
 
-    assert await read_statement(engine, settings_count) == 0
+    assert await db.read(settings_count) == 0
     # The writer's turn was given back: the next write goes through.
-    await run_write(engine, store("whole"))
-    assert await read_statement(engine, settings_count) == 1
+    await db.write(store("whole"))
+    assert await db.read(settings_count) == 1
 
 
 async def test_the_budget_stops_only_what_runs_past_it(db_url: str) -> None:
-    engine = create_engine(db_url, DatabaseLimits(statement_timeout_seconds=5))
+    db = Database(db_url, DatabaseLimits(statement_timeout_seconds=5))
     try:
-        counted = await read_statement(engine, lambda c: int(c.scalar(text(SHORT_COUNT)) or 0))
+        counted = await db.read(lambda c: int(c.scalar(text(SHORT_COUNT)) or 0))
     finally:
-        await engine.dispose()
+        await db.dispose()
 
     assert counted == 100_000
 

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from resolvers.ids import CERTIFICATE, WITHDRAWAL, local_id
 from server.migrate import upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.mapping import certificates, events, withdrawals
 from tests.server.pg_cluster import private_cluster
 from tests.support import CERTGRAPH, cli_env, free_port, run_cli, stop_process
@@ -238,7 +238,8 @@ async def until(condition: Any, within: float, what: str) -> None:
 async def stored(database_url: str, ledger: Ledger) -> tuple[set[str], set[str], Counter[str]]:
     """What the database holds of the ledger: certificates, APPLIED events, withdrawals."""
     ids = [local_id(g, CERTIFICATE) for g in ledger.created]
-    engine = create_engine(database_url)
+    db = Database(database_url)
+    engine = db.engine
     try:
         async with engine.connect() as connection:
             found = set(
@@ -266,7 +267,7 @@ async def stored(database_url: str, ledger: Ledger) -> tuple[set[str], set[str],
             )
             assert all(count == 1 for _, count in per_certificate), "a certificate withdrew twice"
     finally:
-        await engine.dispose()
+        await db.dispose()
     return found, applied, copies
 
 
@@ -418,7 +419,8 @@ def backoffs(log: str) -> list[float]:
 
 async def rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
     """The service's rows, minus the worker's scheduling column."""
-    engine = create_engine(url)
+    db = Database(url)
+    engine = db.engine
     try:
         async with engine.connect() as connection:
             snapshot = {}
@@ -428,7 +430,7 @@ async def rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
                 snapshot[table.name] = [tuple(row) for row in result]
             return snapshot
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 # ---- (c) the server SIGKILLed in the middle of withdrawals
@@ -535,7 +537,8 @@ async def test_withdrawals_acknowledged_before_a_sigkill_are_there_exactly_once(
 
 async def withdrawal_copies(url: str, certificate_ids: list[str]) -> dict[str, list[str]]:
     ids = {local_id(g, CERTIFICATE): g for g in certificate_ids}
-    engine = create_engine(url)
+    db = Database(url)
+    engine = db.engine
     try:
         async with engine.connect() as connection:
             result = await connection.execute(
@@ -548,4 +551,4 @@ async def withdrawal_copies(url: str, certificate_ids: list[str]) -> dict[str, l
                 copies.setdefault(ids[certificate_id], []).append(withdrawal_id)
             return copies
     finally:
-        await engine.dispose()
+        await db.dispose()

@@ -92,7 +92,7 @@ class Lifecycle(RuleBasedStateMachine):
         return self.runner.run(work)
 
     def teardown(self) -> None:
-        self.run(self.stack.engine.dispose())
+        self.run(self.stack.db.dispose())
         self.runner.close()
         self.database.unlink(missing_ok=True)
 

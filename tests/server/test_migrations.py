@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
 from server.migrate import alembic_config, head_revisions, is_current, upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.search import INDEX_TABLES, is_schema_object
 from server.persistence.tables import Base
 
@@ -20,12 +20,13 @@ T = TypeVar("T")
 
 
 async def _inspect(url: str, look: Callable[[Connection], T]) -> T:
-    engine = create_engine(url)
+    db = Database(url)
+    engine = db.engine
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(look)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def _table_names(connection: Connection) -> set[str]:
@@ -66,7 +67,8 @@ async def test_the_migrated_schema_matches_the_metadata(db_url: str) -> None:
 
 
 async def test_partial_indexes_keep_their_condition(db_url: str) -> None:
-    engine = create_engine(db_url)
+    db = Database(db_url)
+    engine = db.engine
     if db_url.startswith("sqlite"):
         query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
     else:
@@ -75,7 +77,7 @@ async def test_partial_indexes_keep_their_condition(db_url: str) -> None:
         async with engine.connect() as connection:
             rows = (await connection.execute(text(query))).all()
     finally:
-        await engine.dispose()
+        await db.dispose()
     definitions = {name: sql for name, sql in rows}
 
     assert "WHERE" in definitions["ix_certificates_ca_next_poll_at"]
@@ -93,7 +95,8 @@ async def test_is_current_only_once_upgraded(empty_db_url: str) -> None:
 
 
 async def test_upgrading_a_current_database_again_keeps_its_data(db_url: str) -> None:
-    engine = create_engine(db_url)
+    db = Database(db_url)
+    engine = db.engine
     try:
         async with engine.begin() as connection:
             await connection.execute(
@@ -108,7 +111,7 @@ async def test_upgrading_a_current_database_again_keeps_its_data(db_url: str) ->
         async with engine.connect() as connection:
             names = (await connection.execute(text("SELECT name FROM tenants"))).scalars().all()
     finally:
-        await engine.dispose()
+        await db.dispose()
     assert names == ["acme"]
     assert await is_current(db_url)
 
@@ -130,12 +133,13 @@ async def test_downgrading_to_base_removes_every_table(db_url: str) -> None:
         config.attributes["connection"] = connection
         command.downgrade(config, "base")
 
-    engine = create_engine(db_url)
+    db = Database(db_url)
+    engine = db.engine
     try:
         async with engine.begin() as connection:
             await connection.run_sync(downgrade_to_base)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
     assert await _inspect(db_url, _table_names) == {"alembic_version"}
     assert not await is_current(db_url)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.http.app import create_app
 from server.migrate import upgrade
-from server.persistence.database import create_engine, read_statement, reading
+from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.settings import Settings
 from tests.support import counting_statements
@@ -58,17 +58,18 @@ async def terminate(url: str, pid: int) -> None:
 
 @pytest.mark.parametrize("pre_ping", [False, True], ids=["as configured", "with pre-ping"])
 async def test_a_read_is_one_statement_on_the_wire(pg_url: str, pre_ping: bool) -> None:
-    engine = create_engine(pg_url, **({"pool_pre_ping": True} if pre_ping else {}))
+    db = Database(pg_url, **({"pool_pre_ping": True} if pre_ping else {}))
+    engine = db.engine
     try:
         with driver_queries(engine) as extra:
             # The first read connects and prepares; the ones after reuse both.
-            await read_statement(engine, backend_pid)
+            await db.read(backend_pid)
             extra.clear()
-            with counting_statements(engine) as statements:
+            with counting_statements(db) as statements:
                 for _ in range(5):
-                    await read_statement(engine, backend_pid)
+                    await db.read(backend_pid)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
     assert len(statements) == 5
     # The counter sees a ping when there is one: BEGIN, ";" and ROLLBACK before each read.
@@ -76,18 +77,18 @@ async def test_a_read_is_one_statement_on_the_wire(pg_url: str, pre_ping: bool) 
 
 
 async def test_reads_after_the_server_dropped_the_pooled_connection_succeed(pg_url: str) -> None:
-    engine = create_engine(pg_url)
+    db = Database(pg_url)
     try:
-        first = await read_statement(engine, backend_pid)
+        first = await db.read(backend_pid)
         await terminate(pg_url, first)
-        second = await read_statement(engine, backend_pid)
+        second = await db.read(backend_pid)
         await terminate(pg_url, second)
-        async with reading(engine) as read:
+        async with db.reading() as read:
             third = await read(backend_pid)
             # Later reads of the unit of work share its transaction, on the same connection.
             assert await read(backend_pid) == third
     finally:
-        await engine.dispose()
+        await db.dispose()
 
     assert len({first, second, third}) == 3
 
@@ -96,8 +97,8 @@ async def test_graphql_answers_after_the_server_dropped_every_pooled_connection(
     migrated_pg_url: str,
 ) -> None:
     app = create_app(Settings(database_url=migrated_pg_url, rate_limit_per_second=0))
-    engine: AsyncEngine = app.state.container.engine
-    token = await TenantStore(engine).create_token("acme")
+    db = app.state.container.db
+    token = await TenantStore(db).create_token("acme")
     transport = httpx.ASGITransport(app=app)
     query = {"query": "{ viewer { tenant { name } } certificates { totalCount } }"}
     headers = {"Authorization": f"Bearer {token}"}
@@ -115,7 +116,7 @@ async def test_graphql_answers_after_the_server_dropped_every_pooled_connection(
                 await admin.close()
             after = await http.post("/graphql", json=query, headers=headers)
     finally:
-        await engine.dispose()
+        await db.dispose()
 
     assert dropped >= 1
     expected = {"data": {"viewer": {"tenant": {"name": "acme"}}, "certificates": {"totalCount": 0}}}

@@ -22,7 +22,6 @@ from domain.statuses import CertificateStatus
 from resolvers.ids import CERTIFICATE, to_global_id
 from server.http.app import create_app
 from server.migrate import upgrade
-from server.persistence.database import statement_engines
 from server.persistence.tenants import TenantStore, hash_token
 from server.seed import drive_to
 from server.settings import Settings
@@ -79,7 +78,7 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.As
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield app, http
     finally:
-        await app.state.container.engine.dispose()
+        await app.state.container.db.dispose()
 
 
 async def graphql(http: httpx.AsyncClient, token: str, query: str) -> httpx.Response:
@@ -110,7 +109,7 @@ def timeline_of_counts(app: Starlette, timeline: list[str]) -> Iterator[None]:
         if "count(" in statement:
             timeline.append("count finished")
 
-    engines = statement_engines(app.state.container.engine)
+    engines = app.state.container.db.statement_engines()
     for engine in engines:
         event.listen(engine, "before_cursor_execute", started)
         event.listen(engine, "after_cursor_execute", finished)
@@ -166,7 +165,7 @@ async def test_a_read_past_its_budget_on_postgresql_is_answered_503(pg_url: str)
     settings = Settings(database_url=pg_url, rate_limit_per_second=0, statement_timeout_seconds=0.2)
     dsn = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
     async with serving(settings) as (app, http):
-        token = await TenantStore(app.state.container.engine).create_token("acme")
+        token = await TenantStore(app.state.container.db).create_token("acme")
         # Another session's lock keeps the count waiting: only the budget ends its wait.
         holder = await asyncpg.connect(dsn)
         try:
@@ -210,8 +209,8 @@ async def test_reads_by_key_give_the_same_answers_on_the_event_loop_and_on_reade
         async with serving(settings) as (app, http):
             container = app.state.container
             if on_loop:
-                token = await TenantStore(container.engine).create_token("acme")
-                tenant = await TenantStore(container.engine).tenant_for_token(token)
+                token = await TenantStore(container.db).create_token("acme")
+                tenant = await TenantStore(container.db).tenant_for_token(token)
                 assert tenant is not None
                 ids = [
                     await drive_to(
@@ -229,7 +228,7 @@ async def test_reads_by_key_give_the_same_answers_on_the_event_loop_and_on_reade
             def note(*_: Any, threads: list[str] = threads) -> None:
                 threads.append(threading.current_thread().name)
 
-            runner_engines = statement_engines(container.engine)[1:]
+            runner_engines = container.db.statement_engines()[1:]
             for engine in runner_engines:
                 event.listen(engine, "before_cursor_execute", note)
             response = await http.post(

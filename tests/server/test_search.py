@@ -23,7 +23,7 @@ from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus
 from server.migrate import alembic_config, upgrade
 from server.persistence import search
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.mapping import certificates
 from server.persistence.queries import SqlCertificateReader, page_query
 from server.persistence.tenants import TenantStore
@@ -185,15 +185,15 @@ async def test_index_answers_exactly_as_the_plain_scan_and_the_spec(stack: Stack
     await _insert(stack.engine, rows)
     # Another tenant's rows hold every search too: they must never come back.
     await _insert(stack.engine, _generated(stack.other_tenant, 30, seed=12))
-    indexed = SqlCertificateReader(stack.engine)
-    plain = SqlCertificateReader(stack.engine, search_index=False)
+    indexed = SqlCertificateReader(stack.db)
+    plain = SqlCertificateReader(stack.db, search_index=False)
     by_name = sorted(rows, key=lambda r: (r["name"], r["id"]))
     on_sqlite = stack.engine.dialect.name == "sqlite"
 
     terms = _searches(rows, seed=4)
     for term in terms:
         expected = [r["id"] for r in by_name if term.lower() in r["search_text"]]
-        with counting_statements(stack.engine) as statements:
+        with counting_statements(stack.db) as statements:
             got = await _ids(indexed, stack.tenant, term)
         assert got == expected, term
         assert got == await _ids(plain, stack.tenant, term), term
@@ -216,13 +216,13 @@ async def test_a_search_with_more_hits_than_the_index_bound_reads_in_order_and_a
     ]
     await _insert(sqlite_stack.engine, rows)
     monkeypatch.setattr(search, "INDEX_CANDIDATES", 5)
-    reader = SqlCertificateReader(sqlite_stack.engine)
+    reader = SqlCertificateReader(sqlite_stack.db)
     by_name = sorted(rows, key=lambda r: (r["name"], r["id"]))
     common, rare = "ple", "needle"  # "ple": in every example domain
     assert sum(common in r["search_text"] for r in rows) > 5
 
     for term in (common, rare):
-        with counting_statements(sqlite_stack.engine) as statements:
+        with counting_statements(sqlite_stack.db) as statements:
             got = await _ids(reader, sqlite_stack.tenant, term)
         assert got == [r["id"] for r in by_name if term in r["search_text"]]
         page_statement = statements[-1]
@@ -302,9 +302,10 @@ async def test_sqlite_search_work_does_not_grow_with_the_tenant(sqlite_stack: St
 
 async def test_postgresql_answers_a_search_from_the_trigram_index(pg_url: str) -> None:
     await upgrade(pg_url)
-    engine = create_engine(pg_url)
+    db = Database(pg_url)
+    engine = db.engine
     try:
-        tenant = (await TenantStore(engine).ensure_tenant("acme")).id
+        tenant = (await TenantStore(db).ensure_tenant("acme")).id
         await _insert(engine, _generated(tenant, 20000, seed=8))
         async with _writing(engine) as connection:
             await connection.execute(text("ANALYZE certificates"))
@@ -313,7 +314,7 @@ async def test_postgresql_answers_a_search_from_the_trigram_index(pg_url: str) -
         async with engine.connect() as connection:
             plan = "\n".join((await connection.execute(text(f"EXPLAIN {sql}"))).scalars())
     finally:
-        await engine.dispose()
+        await db.dispose()
 
     assert "ix_certificates_search_trgm" in plan, plan
     assert "Seq Scan on certificates" not in plan, plan
@@ -324,7 +325,7 @@ async def test_postgresql_answers_a_search_from_the_trigram_index(pg_url: str) -
 
 async def _found(stack: Stack, term: str, *, deleted: bool = False) -> set[str]:
     """What a search finds; on SQLite, the FTS table alone finds the same in every status."""
-    reader = SqlCertificateReader(stack.engine)
+    reader = SqlCertificateReader(stack.db)
 
     async def search(statuses: frozenset[CertificateStatus] | None) -> set[str]:
         where = CertificateFilter(search=term, statuses=statuses)
@@ -436,18 +437,19 @@ def _index_objects(connection: Connection) -> set[str]:
 async def test_the_migration_indexes_existing_rows_and_downgrades_cleanly(
     empty_db_url: str,
 ) -> None:
-    engine = create_engine(empty_db_url)
+    db = Database(empty_db_url)
+    engine = db.engine
     try:
         async with _writing(engine) as connection:
             await connection.run_sync(_migrate(empty_db_url, "0004"))
-        tenant = (await TenantStore(engine).ensure_tenant("acme")).id
+        tenant = (await TenantStore(db).ensure_tenant("acme")).id
         before = _row(tenant, "Made Before", ["before.example.com"], START)
         await _insert(engine, [before])
 
         async with _writing(engine) as connection:
             await connection.run_sync(_migrate(empty_db_url, "0005"))
             assert await connection.run_sync(_index_objects)
-        reader = SqlCertificateReader(engine)
+        reader = SqlCertificateReader(db)
         where = CertificateFilter(search="made before")
         found = await reader.page(tenant, where, Ordering(), WHOLE)
         assert [c.id for c in found.certificates] == [before["id"]]
@@ -471,4 +473,4 @@ async def test_the_migration_indexes_existing_rows_and_downgrades_cleanly(
                 async with engine.connect() as connection:
                     assert await connection.run_sync(_fts_ids, term) == {row["id"]}
     finally:
-        await engine.dispose()
+        await db.dispose()

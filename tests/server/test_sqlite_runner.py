@@ -9,18 +9,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.persistence.database import create_engine, reading, run_write
+from server.persistence.database import Database
 
 SETTING = "INSERT INTO simca_settings (key, value) VALUES (:key, :value)"
 
 
 @pytest.fixture
-async def engine(migrated_sqlite_url: str) -> AsyncIterator[AsyncEngine]:
-    built = create_engine(migrated_sqlite_url)
-    yield built
-    await built.dispose()
+async def db(migrated_sqlite_url: str) -> AsyncIterator[Database]:
+    db = Database(migrated_sqlite_url)
+    yield db
+    await db.dispose()
 
 
 @pytest.fixture
@@ -48,30 +47,30 @@ def count_settings(connection: Connection) -> int:
 
 
 async def test_writes_wait_for_a_lock_held_elsewhere_without_holding_up_the_event_loop(
-    engine: AsyncEngine, other_writer: sqlite3.Connection
+    db: Database, other_writer: sqlite3.Connection
 ) -> None:
-    first = asyncio.create_task(run_write(engine, store("first")))
-    second = asyncio.create_task(run_write(engine, store("second")))
+    first = asyncio.create_task(db.write(store("first")))
+    second = asyncio.create_task(db.write(store("second")))
     ticks = 0
     for _ in range(20):
         await asyncio.sleep(0.01)
         ticks += 1
     assert ticks == 20 and not first.done() and not second.done()
-    async with reading(engine) as read:
+    async with db.reading() as read:
         # Readers go on meanwhile (WAL), and see nothing uncommitted.
         assert await read(count_settings) == 0
     other_writer.execute("COMMIT")
     await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
-    async with reading(engine) as read:
+    async with db.reading() as read:
         assert await read(count_settings) == 2
 
 
-async def test_a_write_that_raises_leaves_nothing_behind(engine: AsyncEngine) -> None:
+async def test_a_write_that_raises_leaves_nothing_behind(db: Database) -> None:
     def half_done(connection: Connection) -> None:
         connection.execute(text(SETTING), {"key": "half", "value": "1"})
         raise LookupError("changed its mind")
 
     with pytest.raises(LookupError):
-        await run_write(engine, half_done)
-    async with reading(engine) as read:
+        await db.write(half_done)
+    async with db.reading() as read:
         assert await read(count_settings) == 0

@@ -8,25 +8,24 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import TenantId
 from server.migrate import upgrade
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from tests.support import counting_statements, run_cli
 
 
 @pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url)
-    yield engine
-    await engine.dispose()
+async def db(db_url: str) -> AsyncIterator[Database]:
+    db = Database(db_url)
+    yield db
+    await db.dispose()
 
 
 @pytest.fixture
-def store(engine: AsyncEngine) -> TenantStore:
-    return TenantStore(engine)
+def store(db: Database) -> TenantStore:
+    return TenantStore(db)
 
 
 async def test_a_created_token_resolves_to_its_tenant(store: TenantStore) -> None:
@@ -39,10 +38,10 @@ async def test_a_created_token_resolves_to_its_tenant(store: TenantStore) -> Non
     assert await store.get(tenant.id) == tenant
 
 
-async def test_only_the_hash_of_a_token_is_stored(store: TenantStore, engine: AsyncEngine) -> None:
+async def test_only_the_hash_of_a_token_is_stored(store: TenantStore, db: Database) -> None:
     token = await store.create_token("acme")
 
-    async with engine.connect() as connection:
+    async with db.engine.connect() as connection:
         stored = (await connection.execute(text("SELECT token_hash FROM api_tokens"))).scalar_one()
 
     assert token.startswith("cg_")
@@ -52,10 +51,10 @@ async def test_only_the_hash_of_a_token_is_stored(store: TenantStore, engine: As
 
 
 async def test_tokens_presented_together_share_one_query_and_each_gets_its_own_tenant(
-    store: TenantStore, engine: AsyncEngine
+    store: TenantStore, db: Database
 ) -> None:
     acme, globex = await store.create_token("acme"), await store.create_token("globex")
-    with counting_statements(engine) as statements:
+    with counting_statements(db) as statements:
         found = await asyncio.gather(
             *(store.tenant_for_token(token) for token in [acme, globex, "cg_unknown", acme] * 25)
         )
@@ -118,11 +117,11 @@ async def test_cli_token_create_prints_a_token_that_resolves(sqlite_url: str) ->
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) >= 2, "a line explaining, then the token"
-    engine = create_engine(sqlite_url)
+    db = Database(sqlite_url)
     try:
-        tenant = await TenantStore(engine).tenant_for_token(lines[-1])
+        tenant = await TenantStore(db).tenant_for_token(lines[-1])
     finally:
-        await engine.dispose()
+        await db.dispose()
     assert tenant is not None
     assert tenant.name == "acme"
 

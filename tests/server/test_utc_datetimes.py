@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import Column, MetaData, Table, insert, select, text
 
-from server.persistence.database import create_engine
+from server.persistence.database import Database
 from server.persistence.tables import UtcDateTime
 
 WRITTEN = [
@@ -18,7 +18,8 @@ WRITTEN = [
 
 async def test_timestamps_read_back_as_the_same_instant_in_utc(db_url: str) -> None:
     table = Table("stamps", MetaData(), Column("at", UtcDateTime()))
-    engine = create_engine(db_url)
+    db = Database(db_url)
+    engine = db.engine
     try:
         async with engine.begin() as connection:
             await connection.run_sync(table.create)
@@ -28,7 +29,7 @@ async def test_timestamps_read_back_as_the_same_instant_in_utc(db_url: str) -> N
                 await connection.execute(text("INSERT INTO stamps VALUES ('2026-11-29T00:00:00')"))
             read = (await connection.execute(select(table.c.at))).scalars().all()
     finally:
-        await engine.dispose()
+        await db.dispose()
 
     assert read[:3] == WRITTEN
     assert all(at.tzinfo is UTC for at in read)

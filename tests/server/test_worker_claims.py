@@ -59,8 +59,7 @@ async def test_workers_claiming_at_once_share_the_due_jobs_without_overlap(db_ur
         made = await pending(stack, 30)
         clock.advance(1)
         workers = [
-            CaWorker(stack.engine, stack.service, clock, poll_seconds=1, batch_size=8)
-            for _ in range(4)
+            CaWorker(stack.db, stack.service, clock, poll_seconds=1, batch_size=8) for _ in range(4)
         ]
         claims = await asyncio.gather(*(w.claim_due() for w in workers))
         claims += await asyncio.gather(*(w.claim_due() for w in workers))
@@ -70,7 +69,7 @@ async def test_workers_claiming_at_once_share_the_due_jobs_without_overlap(db_ur
         again = await asyncio.gather(*(w.claim_due() for w in workers))
         assert [claim.ids for claim in again] == [[], [], [], []]
     finally:
-        await stack.engine.dispose()
+        await stack.db.dispose()
 
 
 async def test_a_finished_round_makes_waiting_jobs_due_one_poll_later(db_url: str) -> None:
@@ -83,7 +82,7 @@ async def test_a_finished_round_makes_waiting_jobs_due_one_poll_later(db_url: st
         order_id = (await stack.load(decided)).ca_order_id
         assert order_id is not None and await stack.ca.decide(order_id, SandboxDecision.APPROVE)
         clock.advance(1)
-        worker = CaWorker(stack.engine, stack.service, clock, poll_seconds=2)
+        worker = CaWorker(stack.db, stack.service, clock, poll_seconds=2)
 
         assert await worker.run_once() == 1
 
@@ -95,7 +94,7 @@ async def test_a_finished_round_makes_waiting_jobs_due_one_poll_later(db_url: st
         assert polls[decided] is None
         assert (await stack.load(decided)).status is S.PENDING_APPLICATION
     finally:
-        await stack.engine.dispose()
+        await stack.db.dispose()
 
 
 async def test_jobs_of_a_worker_that_died_holding_them_are_taken_once_the_lease_ends(
@@ -106,14 +105,14 @@ async def test_jobs_of_a_worker_that_died_holding_them_are_taken_once_the_lease_
     try:
         made = await pending(stack, 3)
         clock.advance(1)
-        dead = CaWorker(stack.engine, stack.service, clock, poll_seconds=0.5)
+        dead = CaWorker(stack.db, stack.service, clock, poll_seconds=0.5)
         claim = await dead.claim_due()
         assert sorted(claim.ids) == sorted(made)
         # The claiming process dies here: it never asks the CA, never releases.
-        survivor = CaWorker(stack.engine, stack.service, clock, poll_seconds=0.5)
+        survivor = CaWorker(stack.db, stack.service, clock, poll_seconds=0.5)
         clock.advance(MIN_LEASE_SECONDS - 1)
         assert (await survivor.claim_due()).ids == []
         clock.advance(1)
         assert sorted((await survivor.claim_due()).ids) == sorted(made)
     finally:
-        await stack.engine.dispose()
+        await stack.db.dispose()

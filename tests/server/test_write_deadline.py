@@ -41,7 +41,7 @@ async def test_withdrawals_queued_behind_another_writer_fail_fast_and_write_noth
     path = make_url(migrated_sqlite_url).database
     assert path is not None
     try:
-        tenants = TenantStore(container.engine)
+        tenants = TenantStore(container.db)
         token = await tenants.create_token("acme")
         tenant = await tenants.tenant_for_token(token)
         assert tenant is not None
@@ -81,7 +81,7 @@ async def test_withdrawals_queued_behind_another_writer_fail_fast_and_write_noth
             written_meanwhile = withdrawals_of(path, ids)
             retried = [await withdraw(i) for i in ids]
     finally:
-        await container.engine.dispose()
+        await container.db.dispose()
 
     assert still_held
     for response in queued:
