@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from domain.model import CertificateId
 from domain.results import WithdrawalSubmitted
 from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus
-from server.persistence.mapping import certificates
+from server.persistence.mapping import certificates, idempotency_keys
 from server.seed import drive_to
-from server.worker import MIN_LEASE_SECONDS, CaWorker
+from server.worker import KEY_DELETE_BATCH, KEY_RETENTION, MIN_LEASE_SECONDS, CaWorker
 from tests.server.conftest import Stack, build_stack
 
 S = CertificateStatus
@@ -116,3 +116,31 @@ async def test_jobs_of_a_worker_that_died_holding_them_are_taken_once_the_lease_
         assert sorted((await survivor.claim_due()).ids) == sorted(made)
     finally:
         await stack.db.dispose()
+
+
+async def test_idempotency_keys_past_retention_are_forgotten_in_batches_and_newer_ones_kept(
+    stack: Stack,
+) -> None:
+    now = datetime.now(UTC)
+    old = now - KEY_RETENTION - timedelta(minutes=1)
+    # More than two batches' worth, so the deletion has to go round more than once.
+    stale = 2 * KEY_DELETE_BATCH + 3
+    rows = [
+        {
+            "tenant_id": stack.tenant,
+            "operation": "withdraw",
+            "key": f"{'old' if n < stale else 'new'}-{n}",
+            "certificate_id": "c",
+            "withdrawal_id": "w",
+            "created_at": old if n < stale else now,
+        }
+        for n in range(stale + 5)
+    ]
+    async with stack.engine.begin() as connection:
+        await connection.execute(insert(idempotency_keys), rows)
+
+    await stack.worker.forget_old_keys()
+
+    async with stack.engine.connect() as connection:
+        kept = set(await connection.scalars(select(idempotency_keys.c.key)))
+    assert kept == {f"new-{n}" for n in range(stale, stale + 5)}
