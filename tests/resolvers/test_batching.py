@@ -48,12 +48,12 @@ async def test_a_page_with_every_field_costs_the_same_sql_for_10_and_100(
     still_api: Api,
 ) -> None:
     api = still_api  # no background worker adding statements of its own
-    engine = api.container.db.engine
+    db = api.container.db
     await insert_withdrawn(api, 120)
 
     counts: dict[int, list[str]] = {}
     for size in (10, 100):
-        with counting_statements(engine) as statements:
+        with counting_statements(db) as statements:
             data = await api.data(EVERY_FIELD, {"first": size})
         page = data["certificates"]
         assert len(page["edges"]) == size
@@ -75,7 +75,7 @@ async def test_a_page_reads_its_events_in_one_query_and_as_one_certificate_has_t
     still_api: Api,
 ) -> None:
     api = still_api
-    engine = api.container.db.engine
+    db = api.container.db
     await insert_withdrawn(api, 5)
     one_by_one = {}
     for node in (await api.data("{ certificates(first: 5) { nodes { id } } }"))["certificates"][
@@ -92,12 +92,12 @@ async def test_a_page_reads_its_events_in_one_query_and_as_one_certificate_has_t
         f"fragment H on Certificate {{ id {HISTORY} }}"
     )
     for query in (through_nodes, through_fragment):
-        with counting_statements(engine) as statements:
+        with counting_statements(db) as statements:
             page = (await api.data(query))["certificates"]
         nodes = page.get("nodes") or [edge["node"] for edge in page["edges"]]
         assert {node["id"]: node["events"] for node in nodes} == one_by_one
         assert len([s for s in statements if "certificate_events" in s]) == 1
 
-    with counting_statements(engine) as statements:
+    with counting_statements(db) as statements:
         await api.data("{ certificates(first: 5) { nodes { id name } } }")
     assert not [s for s in statements if "certificate_events" in s]
