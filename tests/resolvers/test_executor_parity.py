@@ -170,7 +170,11 @@ class Generator:
 
 
 def as_json(result: Any) -> bytes:
-    errors = [error.formatted for error in result.errors or []]
+    # The order of errors is not the spec's to fix: concurrent fields fail in any order.
+    errors = sorted(
+        (error.formatted for error in result.errors or []),
+        key=lambda error: orjson.dumps(error, option=orjson.OPT_SORT_KEYS),
+    )
     return orjson.dumps({"data": result.data, "errors": errors}, option=orjson.OPT_SORT_KEYS)
 
 
