@@ -157,7 +157,7 @@ class Database:
         """Close every pooled connection (the database may be used again: new ones open)."""
         await self.engine.dispose()
         if self._runner is not None:
-            self._runner.dispose()
+            await self._runner.dispose()
 
 
 class _SharedTransaction:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -65,6 +65,8 @@ class SqliteRunner:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-waiting")
         # Held by the process's SQLite writer of the moment.
         self._turn = asyncio.Lock()
+        # Work running on (or queued for) a thread; it goes on if its caller is cancelled.
+        self._on_threads: set[Future[Any]] = set()
 
     async def read(self, work: Callable[[Connection], T], *, by_key: bool = False) -> T:
         """`work` as a transaction of its own: at once if it reads by key (and the fast path is
@@ -75,9 +77,7 @@ class SqliteRunner:
             except OperationalError as error:
                 if not _busy(error):
                     raise
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, _read, self._reading, work
-        )
+        return await self._on_thread(self._readers, _read, self._reading, work)
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -93,7 +93,7 @@ class SqliteRunner:
             if remaining <= 0:
                 raise WriteDeadlineExceeded("No time was left to wait for the write lock.")
             try:
-                return await loop.run_in_executor(
+                return await self._on_thread(
                     self._thread, _waiting_transaction, self._waiting, work, remaining
                 )
             except OperationalError as error:
@@ -118,7 +118,21 @@ class SqliteRunner:
     def engines(self) -> tuple[Engine, ...]:
         return self._at_once, self._reading, self._waiting
 
-    def dispose(self) -> None:
+    async def _on_thread(
+        self, executor: ThreadPoolExecutor, run: Callable[..., T], *args: Any
+    ) -> T:
+        future = executor.submit(run, *args)
+        self._on_threads.add(future)
+        future.add_done_callback(self._on_threads.discard)
+        return await asyncio.wrap_future(future)
+
+    async def dispose(self) -> None:
+        """Close the connections, once the work still running on threads is done: a caller
+        cancelled meanwhile (a worker stopped mid-read, say) leaves its statement running, and
+        closing a connection under a running statement crashes the process."""
+        running = self._on_threads.copy()
+        if running:
+            await asyncio.wait([asyncio.wrap_future(future) for future in running])
         # The threads stay: an engine may be used again after `dispose` (a new pool opens).
         for engine in self.engines:
             engine.dispose()

@@ -52,7 +52,7 @@ async def make(stack: Stack, status: CertificateStatus, name: str = "web") -> Ce
     service, sandbox = stack.service, stack.sandbox
     if status is S.EXPIRED:
         # Issued long enough ago to have expired: the same database, a clock in the past.
-        past = await build_stack("", ShiftedClock(timedelta(days=-800)), stack.engine)
+        past = await build_stack("", ShiftedClock(timedelta(days=-800)), stack.db)
         service, sandbox = past.service, past.sandbox
     certificate_id = await drive_to(
         service,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -11,7 +12,13 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from server.persistence.database import Database
+from server.persistence.time_limits import DatabaseLimits
 
+# Counting to 10^8 takes a minute or more; the statement budget stops it first.
+ENDLESS = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) "
+    "SELECT count(*) FROM n"
+)
 SETTING = "INSERT INTO simca_settings (key, value) VALUES (:key, :value)"
 
 
@@ -74,3 +81,25 @@ async def test_a_write_that_raises_leaves_nothing_behind(db: Database) -> None:
         await db.write(half_done)
     async with db.reading() as read:
         assert await read(count_settings) == 0
+
+
+async def test_closing_waits_for_a_scan_whose_caller_was_cancelled(
+    migrated_sqlite_url: str,
+) -> None:
+    # Closing the connection under the running statement would crash the process.
+    db = Database(migrated_sqlite_url, DatabaseLimits(statement_timeout_seconds=0.3))
+    started, finished = threading.Event(), threading.Event()
+
+    def scan(connection: Connection) -> int:
+        started.set()
+        try:
+            return int(connection.execute(text(ENDLESS)).scalar_one())
+        finally:
+            finished.set()
+
+    reading = asyncio.create_task(db.read(scan))
+    assert await asyncio.to_thread(started.wait, 30)
+    reading.cancel()
+    await db.dispose()
+
+    assert finished.is_set()
