@@ -3,16 +3,13 @@ other once (Strawberry's parse), whether it parses or fails; a failure keeps its
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 import strawberry
-from graphql.language import parser
 
 from resolvers.document_cache import MAX_ENTRY_BYTES, DocumentCaches
 from resolvers.limits import QueryLimits
 from resolvers.schema import build_schema
+from tests.parses import record_parses
 from tests.resolvers.conftest import Api
 
 VIEWER = "{ viewer { tenant { name } } }"
@@ -20,17 +17,8 @@ ACME = {"viewer": {"tenant": {"name": "acme"}}}
 
 
 @pytest.fixture
-def parses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The source of every document the GraphQL parser is started on, in order."""
-    started: list[str] = []
-    original = parser.Parser.__init__
-
-    def counting(self: parser.Parser, source: Any, *args: Any, **kwargs: Any) -> None:
-        started.append(source if isinstance(source, str) else source.body)
-        original(self, source, *args, **kwargs)
-
-    monkeypatch.setattr(parser.Parser, "__init__", counting)
-    yield started
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    return record_parses(monkeypatch)
 
 
 def production_schema(caches: DocumentCaches) -> strawberry.Schema:
