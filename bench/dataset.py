@@ -34,6 +34,7 @@ from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.db import create_engine
 from server.migrate import upgrade
+from server.persistence.changes import SqlChangeHistory
 from server.persistence.tables import Base
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -122,7 +123,9 @@ class _Driver:
         self.clock = clock
         self.ca = SimulatedCa(SqlOrderBook(engine), clock.now)
         self.uow = SqlUnitOfWorkFactory(engine, clock.now)
-        self.service = CertificateService(self.uow, self.ca, clock, Broker())
+        self.service = CertificateService(
+            self.uow, self.ca, clock, Broker(SqlChangeHistory(engine))
+        )
         self.tenant_id = tenant_id
 
     def tick(self, rng: random.Random) -> None:

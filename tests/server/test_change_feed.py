@@ -1,4 +1,5 @@
-"""The broker's subscriptions: catching up from the history, then live, none missed or doubled."""
+"""The broker's subscriptions: catching up from the change feed, then live, none missed or
+doubled, in commit order."""
 
 from __future__ import annotations
 
@@ -12,59 +13,75 @@ from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, StatusChange
 from domain.service import CertificateService, SandboxDecision
 from domain.statuses import CertificateStatus
-from resolvers.context import SubscriberLagging
+from resolvers.context import FeedChange, SubscriberLagging, UnknownPosition
 from server.broker import QUEUE_LIMIT, Broker
 from server.clock import SystemClock
 from server.persistence.changes import SqlChangeHistory
 from server.seed import drive_to
 from tests.server.conftest import Stack
+from tests.support import counting_statements
 
 S = CertificateStatus
 TENANT = TenantId("t1")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def change(second: int, certificate: str = "c1", version: int = 1) -> StatusChange:
-    return StatusChange(
-        tenant_id=TENANT,
-        certificate_id=CertificateId(certificate),
-        previous_status=S.PENDING_APPLICATION,
-        status=S.PENDING_DOMAIN_VERIFICATION,
-        changed_at=T0 + timedelta(seconds=second),
-        version=version,
+def change(sequence: int, certificate: str = "c1", version: int = 1) -> FeedChange:
+    return FeedChange(
+        sequence,
+        StatusChange(
+            tenant_id=TENANT,
+            certificate_id=CertificateId(certificate),
+            previous_status=S.PENDING_APPLICATION,
+            status=S.PENDING_DOMAIN_VERIFICATION,
+            changed_at=T0 + timedelta(seconds=sequence),
+            version=version,
+        ),
     )
 
 
 class ScriptedHistory:
-    """A history holding `recorded`; `while_read` runs as it is read (a change committed then)."""
+    """A feed holding `recorded`; `while_read` is delivered as it is first read (a change
+    committed then)."""
 
-    def __init__(self, recorded: list[StatusChange], while_read: list[StatusChange]) -> None:
+    def __init__(self, recorded: list[FeedChange], while_read: list[FeedChange]) -> None:
         self.recorded = recorded
         self.while_read = while_read
         self.broker: Broker | None = None
 
-    async def after(
-        self, tenant_id: TenantId, position: ChangePosition, limit: int
-    ) -> Sequence[StatusChange]:
+    async def after(self, tenant_id: TenantId, sequence: int, limit: int) -> Sequence[FeedChange]:
         assert self.broker is not None
         self.broker.deliver(self.while_read)
         self.while_read = []
-        later = sorted(
-            (c for c in self.recorded if c.position > position), key=lambda c: c.position
-        )
-        return later[:limit]
+        return [c for c in self.recorded if c.sequence > sequence][:limit]
+
+    async def last_sequence(self) -> int:
+        return max((c.sequence for c in self.recorded), default=0)
+
+    async def between(
+        self, tenant_ids: Sequence[TenantId], after: int, up_to: int, limit: int
+    ) -> Sequence[FeedChange]:
+        return [c for c in self.recorded if after < c.sequence <= up_to][:limit]
+
+    async def sequence_at(self, tenant_id: TenantId, position: ChangePosition) -> int | None:
+        return None
 
 
-async def take(stream: AsyncIterator[StatusChange], count: int) -> list[StatusChange]:
+def scripted(recorded: list[FeedChange], while_read: list[FeedChange]) -> Broker:
+    history = ScriptedHistory(recorded, while_read)
+    broker = history.broker = Broker(history)
+    return broker
+
+
+async def take(stream: AsyncIterator[FeedChange], count: int) -> list[FeedChange]:
     async with asyncio.timeout(10):
         return [await anext(stream) for _ in range(count)]
 
 
 async def test_a_change_both_recorded_and_heard_live_is_delivered_once() -> None:
     old, missed, racing, later = change(1, "a"), change(2, "b"), change(3, "c"), change(4, "d")
-    history = ScriptedHistory([old, missed, racing], while_read=[racing])
-    broker = history.broker = Broker(history)
-    async with broker.subscribe(TENANT, after=old.position) as stream:
+    broker = scripted([old, missed, racing], while_read=[racing])
+    async with broker.subscribe(TENANT, after=old.sequence) as stream:
         replayed = await take(aiter(stream), 2)
         broker.deliver([later])
         assert replayed + await take(aiter(stream), 1) == [missed, racing, later]
@@ -72,23 +89,29 @@ async def test_a_change_both_recorded_and_heard_live_is_delivered_once() -> None
 
 async def test_live_changes_at_or_before_the_cursor_are_not_repeated() -> None:
     seen, newer = change(5, "a"), change(6, "b")
-    history = ScriptedHistory([seen], while_read=[seen])
-    broker = history.broker = Broker(history)
-    async with broker.subscribe(TENANT, after=seen.position) as stream:
+    broker = scripted([seen], while_read=[seen])
+    async with broker.subscribe(TENANT, after=seen.sequence) as stream:
         broker.deliver([newer])
         assert await take(aiter(stream), 1) == [newer]
 
 
 async def test_catching_up_reads_a_long_history_page_by_page() -> None:
     recorded = [change(i, f"c{i:04}") for i in range(1, 1201)]
-    history = ScriptedHistory(recorded, while_read=[])
-    broker = history.broker = Broker(history)
-    async with broker.subscribe(TENANT, after=ChangePosition(T0, CertificateId(""), 0)) as stream:
+    broker = scripted(recorded, while_read=[])
+    async with broker.subscribe(TENANT, after=0) as stream:
         assert await take(aiter(stream), 1200) == recorded
 
 
+async def test_a_position_that_names_no_change_is_refused_before_subscribing() -> None:
+    broker = scripted([change(1)], while_read=[])
+    with pytest.raises(UnknownPosition):
+        async with broker.subscribe(TENANT, after=ChangePosition(T0, CertificateId("x"), 1)):
+            pass
+    assert broker.subscriber_count() == 0
+
+
 async def test_a_subscriber_that_falls_behind_gets_what_was_queued_then_is_told() -> None:
-    broker = Broker()
+    broker = scripted([], while_read=[])
     async with broker.subscribe(TENANT) as stream:
         broker.deliver([change(i, f"c{i}") for i in range(QUEUE_LIMIT + 5)])
         assert len(await take(aiter(stream), QUEUE_LIMIT)) == QUEUE_LIMIT
@@ -107,7 +130,7 @@ async def test_a_subscriber_that_comes_back_gets_every_change_it_missed_in_order
     async with broker.subscribe(stack.tenant) as live:
         await service.withdraw(stack.tenant, first)
         [last_seen] = await take(aiter(live), 1)
-    assert last_seen.status is S.CA_VERIFYING_WITHDRAWAL
+    assert last_seen.change.status is S.CA_VERIFYING_WITHDRAWAL
 
     # Away: a second certificate is made and applied for, the first one's withdrawal decided.
     second = await drive_to(
@@ -117,14 +140,82 @@ async def test_a_subscriber_that_comes_back_gets_every_change_it_missed_in_order
     assert order_id is not None and await stack.ca.decide(order_id, SandboxDecision.APPROVE)
     assert await service.sync_with_ca([CertificateId(first)]) == 1
 
-    async with broker.subscribe(stack.tenant, after=last_seen.position) as stream:
+    async with broker.subscribe(stack.tenant, after=last_seen.sequence) as stream:
         missed = await take(aiter(stream), 3)
         await service.withdraw(stack.tenant, second)
         [live_one] = await take(aiter(stream), 1)
-    assert [(c.certificate_id, c.status) for c in missed] == [
+    assert [(c.change.certificate_id, c.change.status) for c in missed] == [
         (second, S.PENDING_APPLICATION),
         (second, S.PENDING_DOMAIN_VERIFICATION),
         (first, S.PENDING_APPLICATION),
     ]
-    assert [c.position for c in missed] == sorted(c.position for c in missed)
-    assert (live_one.certificate_id, live_one.status) == (second, S.CA_VERIFYING_WITHDRAWAL)
+    assert [c.sequence for c in missed] == sorted(c.sequence for c in missed)
+    assert live_one.sequence > missed[-1].sequence
+    assert (live_one.change.certificate_id, live_one.change.status) == (
+        second,
+        S.CA_VERIFYING_WITHDRAWAL,
+    )
+
+
+async def test_an_old_cursor_position_resumes_after_the_change_it_names(stack: Stack) -> None:
+    service = CertificateService(stack.uow, stack.ca, SystemClock(), stack.broker)
+    first = await drive_to(
+        service, stack.ca, stack.tenant, S.PENDING_DOMAIN_VERIFICATION, name="one", domain="one.io"
+    )
+    async with stack.broker.subscribe(stack.tenant, after=0) as stream:
+        created, applied = await take(aiter(stream), 2)
+    # What a cursor held before changes were numbered: the change's time, certificate, version.
+    old = ChangePosition(created.change.changed_at, CertificateId(first), 1)
+
+    async with stack.broker.subscribe(stack.tenant, after=old) as stream:
+        assert await take(aiter(stream), 1) == [applied]
+    with pytest.raises(UnknownPosition):
+        async with stack.broker.subscribe(stack.other_tenant, after=old):
+            pass
+
+
+class Announcements:
+    """A publisher that keeps what it is told, to hand it to the broker later."""
+
+    def __init__(self) -> None:
+        self.told: list[list[StatusChange]] = []
+
+    async def publish(self, changes: Sequence[StatusChange]) -> None:
+        self.told.append(list(changes))
+
+
+async def test_changes_announced_out_of_order_reach_live_subscribers_in_commit_order(
+    stack: Stack,
+) -> None:
+    announcements = Announcements()
+    service = CertificateService(stack.uow, stack.ca, SystemClock(), announcements)
+    # Nobody subscribes: telling the broker of a change reads nothing.
+    await drive_to(
+        service, stack.ca, stack.tenant, S.PENDING_APPLICATION, name="early", domain="e.io"
+    )
+    with counting_statements(stack.engine) as statements:
+        await stack.broker.publish(announcements.told.pop())
+    assert statements == []
+
+    async with stack.broker.subscribe(stack.tenant) as live:
+        made = await drive_to(
+            service, stack.ca, stack.tenant, S.PENDING_DOMAIN_VERIFICATION, name="x", domain="x.io"
+        )
+        await service.withdraw(stack.tenant, made)
+        # The last announcement arrives first (another process was quicker to tell).
+        for told in reversed(announcements.told):
+            await stack.broker.publish(told)
+        heard = await take(aiter(live), 3)
+        # Each announcement read the feed again; none delivered a change twice.
+        sentinel = await drive_to(
+            service, stack.ca, stack.tenant, S.PENDING_APPLICATION, name="s", domain="s.io"
+        )
+        await stack.broker.publish(announcements.told[-1])
+        [after] = await take(aiter(live), 1)
+    assert (after.change.certificate_id, after.change.version) == (sentinel, 1)
+    assert [(c.change.certificate_id, c.change.version) for c in heard] == [
+        (made, 1),
+        (made, 2),
+        (made, 3),
+    ]
+    assert [c.sequence for c in heard] == sorted({c.sequence for c in heard})
