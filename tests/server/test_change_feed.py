@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 import pytest
+from sqlalchemy import event, make_url
+from sqlalchemy.util import await_only
 
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition, StatusChange
@@ -16,9 +20,11 @@ from domain.statuses import CertificateStatus
 from resolvers.context import FeedChange, SubscriberLagging, UnknownPosition
 from server.broker import QUEUE_LIMIT, Broker
 from server.clock import SystemClock
+from server.migrate import upgrade
 from server.persistence.changes import SqlChangeHistory
 from server.seed import drive_to
-from tests.server.conftest import Stack
+from tests.resolvers.conftest import eventually
+from tests.server.conftest import Stack, build_stack
 from tests.support import counting_statements
 
 S = CertificateStatus
@@ -219,3 +225,58 @@ async def test_changes_announced_out_of_order_reach_live_subscribers_in_commit_o
         (made, 3),
     ]
     assert [c.sequence for c in heard] == sorted({c.sequence for c in heard})
+
+
+async def created(stack: Stack, name: str) -> CertificateId:
+    return await drive_to(
+        stack.service, stack.ca, stack.tenant, S.PENDING_APPLICATION, name=name, domain=name
+    )
+
+
+async def test_on_postgresql_a_number_shows_only_once_every_smaller_one_is_committed(
+    pg_url: str,
+) -> None:
+    await upgrade(pg_url)
+    first, second = await build_stack(pg_url), await build_stack(pg_url)
+    server = make_url(pg_url).set(drivername="postgresql").render_as_string(False)
+    admin = await asyncpg.connect(server)
+    # The first process's next change stops once it has its number, before it commits.
+    numbered, go_on = asyncio.Event(), asyncio.Event()
+
+    def hold(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO change_feed") and not numbered.is_set():
+            numbered.set()
+            await_only(go_on.wait())
+
+    engine = first.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", hold)
+    try:
+        history = SqlChangeHistory(second.engine)
+        before = await history.last_sequence()
+        a = asyncio.create_task(created(first, "a"))
+        async with asyncio.timeout(10):
+            await numbered.wait()
+        b = asyncio.create_task(created(second, "b"))
+
+        async def waiting_for_the_feed() -> bool:
+            query = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            return bool(await admin.fetchval(query))
+
+        # The second process's change waits for the first's commit to take its number; a
+        # reader meanwhile sees neither (not the second's number while the first's is in flight).
+        await eventually(waiting_for_the_feed, what="the second writer to wait for the feed")
+        assert await history.last_sequence() == before
+        assert not b.done()
+        go_on.set()
+        made_a, made_b = await a, await b
+        numbered_after = await history.after(first.tenant, before, 10)
+    finally:
+        go_on.set()
+        event.remove(engine, "after_cursor_execute", hold)
+        await admin.close()
+        for stack in (first, second):
+            await stack.engine.dispose()
+    assert [(c.change.certificate_id, c.sequence) for c in numbered_after] == [
+        (made_a, before + 1),
+        (made_b, before + 2),
+    ]
