@@ -160,6 +160,9 @@ class Broker:
         """The tenant's live changes; with `after`, first the recorded ones after it."""
         if isinstance(after, ChangePosition):
             after = await self._sequence_at(tenant_id, after)
+        elif after and after > await self._history.last_sequence():
+            # A cursor from the future would silently hold back every change until then.
+            raise UnknownPosition(f"the feed has no change numbered {after}")
         if self._delivered_up_to is None:
             # Nobody subscribed until now: polls start from what is committed at this moment.
             up_to = await self._history.last_sequence()

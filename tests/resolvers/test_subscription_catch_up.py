@@ -163,13 +163,15 @@ async def test_an_old_cursor_resumes_after_its_change_and_one_naming_none_is_ref
             await resumed.close()
         assert (change["certificate"]["id"], change["status"]) == (watched, "PENDING_APPLICATION")
 
-    # Another tenant's change, or none at all: refused, and nothing is left subscribed.
+    # Another tenant's change, none at all, or one not made yet: refused, and nothing is left
+    # subscribed.
     unknown = base64.urlsafe_b64encode(
         orjson.dumps([withdrawn.change.changed_at.isoformat(), "nope", 3])
     ).decode()
-    error = await refusal(api, unknown)
-    assert error.extensions == {"code": "BAD_USER_INPUT"}
-    assert "names no change of yours" in error.message
+    for cursor in (unknown, encode_change_cursor(10**12)):
+        error = await refusal(api, cursor)
+        assert error.extensions == {"code": "BAD_USER_INPUT"}
+        assert "names no change of yours" in error.message
     assert api.container.broker.subscriber_count() == 0
 
 

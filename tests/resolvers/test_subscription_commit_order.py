@@ -51,7 +51,8 @@ async def cursor_of(api: Api, certificate_id: str, change: Callable[[], Awaitabl
     """The cursor a live subscriber to `certificate_id` gets with the change `change` makes."""
     subscriber = await listening(api, lambda: subscribe(api, [certificate_id], None))
     try:
-        await change()
+        async with asyncio.timeout(10):
+            await change()
         received = await subscriber.next()
     finally:
         await subscriber.close()
@@ -79,7 +80,8 @@ async def test_a_change_committed_after_the_cursor_but_begun_before_it_is_replay
 ) -> None:
     # Two serving processes on one PostgreSQL database (each with its engine and listener).
     await upgrade(pg_url)
-    first, second = await start_api(pg_url), await start_api(pg_url)
+    # No CA workers: one would wait on the row the held transaction has locked, holding others.
+    first, second = await start_api(pg_url, worker=False), await start_api(pg_url, worker=False)
     third: Api | None = None
     try:
         a, b, later = await first.applied("a"), await second.applied("b"), await second.applied("c")
@@ -101,13 +103,14 @@ async def test_a_change_committed_after_the_cursor_but_begun_before_it_is_replay
             cursor = await cursor_of(second, b, lambda: second.data(WITHDRAW, {"id": b}))
             assert not withdrawing_a.done()
             go_on.set()
-            await withdrawing_a
+            async with asyncio.timeout(10):
+                await withdrawing_a
         finally:
             go_on.set()
             event.remove(engine, "after_cursor_execute", hold)
 
         # The subscriber comes back to a third process, which never heard of either change.
-        third = await start_api(pg_url)
+        third = await start_api(pg_url, worker=False)
         assert await resumed_changes(third, cursor, later) == [(a, WITHDRAWN), (later, WITHDRAWN)]
     finally:
         for api in (first, second, third):
