@@ -144,9 +144,14 @@ class Broker:
             if len(page) < REPLAY_PAGE:
                 break
             after = page[-1].sequence
-        if self._delivered_up_to is not None:
-            self._delivered_up_to = max(self._delivered_up_to, up_to)
+            # Delivered: a read that fails after this page must not deliver it again.
+            self._advance(after)
+        self._advance(up_to)
         return delivered
+
+    def _advance(self, sequence: int) -> None:
+        if self._delivered_up_to is not None:
+            self._delivered_up_to = max(self._delivered_up_to, sequence)
 
     def deliver(self, changes: Sequence[FeedChange]) -> None:
         for entry in changes:

@@ -108,6 +108,17 @@ async def test_catching_up_reads_a_long_history_page_by_page() -> None:
         assert await take(aiter(stream), 1200) == recorded
 
 
+async def test_a_poll_delivers_what_was_committed_since_the_last_page_by_page() -> None:
+    history = ScriptedHistory([change(1, "before")], while_read=[])
+    broker = history.broker = Broker(history)
+    async with broker.subscribe(TENANT) as live:
+        committed = [change(i, f"c{i:04}") for i in range(2, 702)]
+        history.recorded += committed
+        assert await broker.poll() == 700
+        assert await broker.poll() == 0
+        assert await take(aiter(live), 700) == committed
+
+
 async def test_a_position_that_names_no_change_is_refused_before_subscribing() -> None:
     broker = scripted([change(1)], while_read=[])
     with pytest.raises(UnknownPosition):
