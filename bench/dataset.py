@@ -35,6 +35,7 @@ from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.events.broker import Broker
 from server.migrate import upgrade
+from server.persistence.changes import SqlChangeHistory
 from server.persistence.database import create_engine
 from server.persistence.tables import Base
 from server.persistence.tenants import TenantStore
@@ -124,7 +125,9 @@ class _Driver:
         self.clock = clock
         self.ca = SimulatedCa(SqlOrderBook(engine), clock.now)
         self.uow = SqlUnitOfWorkFactory(engine, clock.now)
-        self.service = CertificateService(self.uow, self.ca, clock, Broker())
+        self.service = CertificateService(
+            self.uow, self.ca, clock, Broker(SqlChangeHistory(engine))
+        )
         self.sandbox = Sandbox(self.uow, self.ca)
         self.tenant_id = tenant_id
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, Awaitable
 from datetime import datetime
@@ -21,12 +22,19 @@ import strawberry
 from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationDefinitionNode
 
 from domain.model import CertificateId, TenantId
-from domain.ports import ChangePosition, StatusChange
+from domain.ports import ChangePosition
 from domain.reading import CertificateReader
 from graphql_engine.execution import FastExecutionContext
 from resolvers import fields
 from resolvers.connection import BadUserInput
-from resolvers.context import Caller, Context, Services, SubscriberLagging
+from resolvers.context import (
+    Caller,
+    Context,
+    FeedChange,
+    Services,
+    SubscriberLagging,
+    UnknownPosition,
+)
 from resolvers.enums import CertificateStatus
 from resolvers.ids import CERTIFICATE, local_id
 from resolvers.types import Certificate
@@ -43,28 +51,39 @@ def lagging_error() -> GraphQLError:
     )
 
 
-def encode_change_cursor(position: ChangePosition) -> str:
-    data = [position.changed_at.isoformat(), position.certificate_id, position.version]
-    return base64.urlsafe_b64encode(orjson.dumps(data)).decode("ascii")
+# A cursor is a change's feed sequence, base64url of its JSON. Cursors handed out before the
+# feed had sequences held [time, certificate id, version]: still accepted, the feed finds the
+# change they name (`UnknownPosition` if none, answered as BAD_USER_INPUT).
+_MAX_SEQUENCE = 2**63 - 1
+# No cursor this server hands out is longer; longer input is refused before it is decoded.
+_MAX_CURSOR = 200
 
 
-def decode_change_cursor(cursor: str) -> ChangePosition:
+def encode_change_cursor(sequence: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(sequence)).decode("ascii")
+
+
+def decode_change_cursor(cursor: str) -> int | ChangePosition:
+    """The feed sequence a cursor holds, or the position an old cursor names."""
+    refused = BadUserInput(f"{cursor[:_MAX_CURSOR]!r} is not a cursor of certificateStatusChanged.")
+    if len(cursor) > _MAX_CURSOR:
+        raise refused
     try:
-        changed_at, certificate_id, version = orjson.loads(
-            base64.urlsafe_b64decode(cursor.encode("ascii"))
-        )
-        position = ChangePosition(
-            datetime.fromisoformat(changed_at), CertificateId(certificate_id), version
-        )
-    except (ValueError, TypeError, UnicodeError, binascii.Error, orjson.JSONDecodeError):
-        raise BadUserInput(f"{cursor!r} is not a cursor of certificateStatusChanged.") from None
-    if (
-        not isinstance(certificate_id, str)
-        or not isinstance(version, int)
-        or position.changed_at.tzinfo is None
-    ):
-        raise BadUserInput(f"{cursor!r} is not a cursor of certificateStatusChanged.")
-    return position
+        value = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise refused from None
+    if type(value) is int and 0 <= value <= _MAX_SEQUENCE:
+        return value
+    if not isinstance(value, list) or len(value) != 3:
+        raise refused
+    changed_at, certificate_id, version = value
+    try:
+        at = datetime.fromisoformat(changed_at)
+    except (ValueError, TypeError):
+        raise refused from None
+    if not isinstance(certificate_id, str) or type(version) is not int or at.tzinfo is None:
+        raise refused
+    return ChangePosition(at, CertificateId(certificate_id), version)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -165,14 +184,14 @@ class SharedEventExecutor(FastExecutionContext):
 
 
 # Subscribers waiting for a read of a change's certificate, by reader, tenant and change.
-_ReadKey = tuple[int, TenantId, StatusChange]
+_ReadKey = tuple[int, TenantId, FeedChange]
 _waiting: dict[_ReadKey, list[asyncio.Future[CertificateStatusChange | None]]] = {}
 # The event loop keeps only weak references to tasks.
 _reads: set[asyncio.Task[None]] = set()
 
 
 async def _read_change(
-    reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+    reader: CertificateReader, tenant_id: TenantId, change: FeedChange
 ) -> CertificateStatusChange | None:
     """The change as subscribers get it, read afresh. Those asking in the same turn of the event
     loop (all subscribers the change just reached) share one read, and so one event object; a
@@ -192,7 +211,7 @@ async def _read_change(
 
 
 async def _read_for_waiters(
-    key: _ReadKey, reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+    key: _ReadKey, reader: CertificateReader, tenant_id: TenantId, change: FeedChange
 ) -> None:
     try:
         event = await _read(reader, tenant_id, change)
@@ -214,8 +233,9 @@ def _still_waiting(key: _ReadKey) -> list[asyncio.Future[CertificateStatusChange
 
 
 async def _read(
-    reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+    reader: CertificateReader, tenant_id: TenantId, entry: FeedChange
 ) -> CertificateStatusChange | None:
+    change = entry.change
     found = await reader.certificates(tenant_id, [change.certificate_id])
     certificate = found.get(change.certificate_id)
     if certificate is None:
@@ -225,7 +245,7 @@ async def _read(
         previous_status=change.previous_status,
         status=change.status,
         changed_at=change.changed_at,
-        cursor=encode_change_cursor(change.position),
+        cursor=encode_change_cursor(entry.sequence),
     )
 
 
@@ -252,13 +272,22 @@ class Subscription:
         start = None if after is None else decode_change_cursor(after)
         reader = context.services.reader
         # The feed carries only this tenant's changes: another tenant's ids never match.
-        async with context.services.changes.subscribe(tenant_id, start) as changes:
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                async for change in changes:
-                    if wanted is not None and change.certificate_id not in wanted:
+                changes = await stack.enter_async_context(
+                    context.services.changes.subscribe(tenant_id, start)
+                )
+            except UnknownPosition:
+                raise BadUserInput(
+                    f"{after!r} names no change of yours: subscribe without `after`, or with a "
+                    "cursor you received."
+                ) from None
+            try:
+                async for entry in changes:
+                    if wanted is not None and entry.change.certificate_id not in wanted:
                         continue
                     # Read afresh for every change: this context lives as long as the connection.
-                    event = await _read_change(reader, tenant_id, change)
+                    event = await _read_change(reader, tenant_id, entry)
                     if event is not None:
                         yield event
             except SubscriberLagging:

@@ -18,6 +18,7 @@ from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
 from server.events.broker import Broker
 from server.migrate import upgrade
+from server.persistence.changes import SqlChangeHistory
 from server.persistence.database import create_engine
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -49,7 +50,7 @@ async def build_stack(
     clock = clock or SystemClock()
     engine = engine or create_engine(url)
     ca = SimulatedCa(SqlOrderBook(engine), clock.now, auto_decide_seconds=0)
-    broker = Broker()
+    broker = Broker(SqlChangeHistory(engine))
     uow = SqlUnitOfWorkFactory(engine, clock.now)
     service = CertificateService(uow, ca, clock, broker)
     tenants = TenantStore(engine)
