@@ -142,6 +142,12 @@ class Context:
         return self.caller
 
     @property
+    def event_sharing_key(self) -> object | None:
+        """Who may share a subscription event's execution (`graphql_engine.shared_execution`):
+        the same services and the same caller; nobody before the caller is known."""
+        return None if self.caller is None else (id(self.services), self.caller)
+
+    @property
     def tenant_id(self) -> TenantId:
         return self.require_caller().tenant_id
 

@@ -2,39 +2,34 @@
 
 A change reaches every subscriber of its tenant. Those that get it at the same time share one
 read of the certificate and so one event object (`_read_change`); subscribers with the same
-operation, variables and caller then share one execution of it (`SharedEventExecutor`): a
-thousand subscribers cost one read and one execution per change, not a thousand.
+operation, variables and caller then share one execution of it (the engine's shared
+execution, `graphql_engine.shared_execution`): a thousand subscribers cost one read and one
+execution per change, not a thousand.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any, cast
 
-import orjson
 import strawberry
-from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationDefinitionNode
+from graphql import GraphQLError
 
 from domain.model import CertificateId, TenantId
 from domain.ports import ChangePosition
 from domain.reading import CertificateReader
-from graphql_engine.execution import FastExecutionContext
 from resolvers import fields
 from resolvers.connection import BadUserInput
 from resolvers.context import (
-    Caller,
     Context,
     FeedChange,
-    Services,
     SubscriberLagging,
     UnknownPosition,
 )
+from resolvers.cursors import decode_json_cursor, encode_json_cursor
 from resolvers.enums import CertificateStatus
 from resolvers.ids import CERTIFICATE, local_id
 from resolvers.types import Certificate
@@ -60,7 +55,7 @@ _MAX_CURSOR = 200
 
 
 def encode_change_cursor(sequence: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(sequence)).decode("ascii")
+    return encode_json_cursor(sequence)
 
 
 def decode_change_cursor(cursor: str) -> int | ChangePosition:
@@ -69,8 +64,8 @@ def decode_change_cursor(cursor: str) -> int | ChangePosition:
     if len(cursor) > _MAX_CURSOR:
         raise refused
     try:
-        value = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error):
+        value = decode_json_cursor(cursor)
+    except ValueError:
         raise refused from None
     if type(value) is int and 0 <= value <= _MAX_SEQUENCE:
         return value
@@ -86,25 +81,6 @@ def decode_change_cursor(cursor: str) -> int | ChangePosition:
     return ChangePosition(at, CertificateId(certificate_id), version)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Execution:
-    """One execution of an event, and what made it: whoever asks the same gets the same."""
-
-    schema: GraphQLSchema
-    operation: OperationDefinitionNode
-    variables: dict[str, Any]
-    services: Services
-    caller: Caller
-    result: ExecutionResult | asyncio.Future[ExecutionResult]
-
-
-class SharedResults:
-    """The executions of one event object, by operation, variables and caller."""
-
-    def __init__(self) -> None:
-        self.executions: list[_Execution] = []
-
-
 @strawberry.type(description="A certificate changed status.")
 class CertificateStatusChange:
     certificate: Certificate = strawberry.field(description="The certificate as it is now.")
@@ -115,72 +91,11 @@ class CertificateStatusChange:
         description="Where this change sits in your history: pass it as `after` when you "
         "subscribe again to get every change since, none twice."
     )
-    shared: strawberry.Private[SharedResults] = dataclasses.field(
-        default_factory=SharedResults, repr=False, compare=False
+    # Subscribers that get this very object share its executions (`graphql_engine`'s
+    # shared execution looks for this list).
+    shared_executions: strawberry.Private[list[object]] = dataclasses.field(
+        default_factory=list, repr=False, compare=False
     )
-
-
-class SharedEventExecutor(FastExecutionContext):
-    """Executes a subscription event once for all subscribers that would get the same result:
-    the same event object, operation, variables, services and caller (so the same tenant).
-    Their results are the very same object; the transport formats each subscriber's own."""
-
-    _per_event = False
-
-    def __copy__(self) -> SharedEventExecutor:
-        # What `copy` does for a plain object (graphql-core copies the executor for each
-        # event), without its generic pickling protocol, a third of an event's cost once the
-        # execution itself is shared.
-        executor = object.__new__(type(self))
-        executor.__dict__.update(self.__dict__)
-        return executor
-
-    def build_per_event_executor(self, payload: Any) -> SharedEventExecutor:
-        executor = super().build_per_event_executor(payload)
-        assert isinstance(executor, SharedEventExecutor)
-        executor._per_event = True
-        return executor
-
-    def execute_operation(self, serially: bool | None = None) -> Any:
-        shared = getattr(self.root_value, "shared", None) if self._per_event else None
-        context = self.context_value
-        if (
-            not isinstance(shared, SharedResults)
-            or not isinstance(context, Context)
-            or context.caller is None
-        ):
-            return super().execute_operation(serially)
-        execution = next((e for e in shared.executions if self._same_as(e, context)), None)
-        if execution is None:
-            execution = self._execute_for_all(context, context.caller)
-            shared.executions.append(execution)
-        if isinstance(execution.result, asyncio.Future):
-            # Shielded: a subscriber that goes away cancels nothing for the others.
-            return asyncio.shield(execution.result)
-        return execution.result
-
-    def _same_as(self, execution: _Execution, context: Context) -> bool:
-        return (
-            execution.operation is self.operation
-            and execution.schema is self.schema
-            and execution.services is context.services
-            and execution.caller == context.caller
-            and execution.variables == self.variable_values.coerced
-        )
-
-    def _execute_for_all(self, context: Context, caller: Caller) -> _Execution:
-        # One event of a subscription: never incremental delivery, one ExecutionResult.
-        result = cast(
-            "ExecutionResult | Awaitable[ExecutionResult]", super().execute_operation(False)
-        )
-        return _Execution(
-            self.schema,
-            self.operation,
-            self.variable_values.coerced,
-            context.services,
-            caller,
-            result if isinstance(result, ExecutionResult) else asyncio.ensure_future(result),
-        )
 
 
 # Subscribers waiting for a read of a change's certificate, by reader, tenant and change.
