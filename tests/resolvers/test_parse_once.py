@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import strawberry
 
-from resolvers.document_cache import MAX_ENTRY_BYTES, DocumentCaches
-from resolvers.limits import QueryLimits
-from resolvers.schema import build_schema
+from graphql_engine.document_cache import MAX_ENTRY_BYTES, DocumentCaches
+from graphql_engine.limits import QueryLimits
+from server.http.schema import build_schema
 from tests.parses import record_parses
 from tests.resolvers.conftest import Api
 

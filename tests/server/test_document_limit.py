@@ -11,7 +11,7 @@ import pytest
 from graphql import get_introspection_query
 from starlette.applications import Starlette
 
-from resolvers.document_cache import MAX_ENTRY_BYTES
+from graphql_engine.document_cache import MAX_ENTRY_BYTES
 from server.http.app import create_app
 from server.http.errors import DOCUMENT_TOO_LARGE, document_too_large
 from server.persistence.tenants import TenantStore
