@@ -252,12 +252,7 @@ def postgres_url(server: str, database: str) -> str:
 async def create_postgres(server: str, database: str, plan: Plan) -> tuple[str, Manifest]:
     """Create `database` afresh on the server and seed the main tenants only."""
     await drop_postgres(server, database)
-    admin = Database(postgres_url(server, "postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.engine.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{database}"'))
-    finally:
-        await admin.dispose()
+    await _as_admin(server, f'CREATE DATABASE "{database}"')
     url = postgres_url(server, database)
     await upgrade(url)
     db = Database(url)
@@ -276,9 +271,15 @@ async def create_postgres(server: str, database: str, plan: Plan) -> tuple[str, 
 
 
 async def drop_postgres(server: str, database: str) -> None:
+    await _as_admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+async def _as_admin(server: str, statement: str) -> None:
+    """One statement on the server's `postgres` database, outside a transaction (as CREATE and
+    DROP DATABASE must run)."""
     admin = Database(postgres_url(server, "postgres"), isolation_level="AUTOCOMMIT")
     try:
         async with admin.engine.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            await connection.execute(text(statement))
     finally:
         await admin.dispose()

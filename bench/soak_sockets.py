@@ -129,7 +129,7 @@ async def endless_header(target: Target, out: Outcomes) -> None:
         what = f"HTTP {_status_line(data)}" if data else "closed"
     except TimeoutError:
         what = "timeout"
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):
         what = "reset"
     finally:
         answer.cancel()
@@ -152,7 +152,7 @@ async def half_header(target: Target, out: Outcomes) -> None:
         out.add(f"{what} after {time.monotonic() - sent_at:.1f} s", time.monotonic() - sent_at)
     except TimeoutError:
         out.add(f"still open after {hold:.0f} s", time.monotonic() - sent_at)
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):
         out.add(f"reset after {time.monotonic() - sent_at:.1f} s", time.monotonic() - sent_at)
     finally:
         writer.close()

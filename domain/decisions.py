@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from domain import lifecycle
@@ -13,6 +14,19 @@ from domain.statuses import CertificateStatus, CertificateType, EventKind
 log = logging.getLogger(__name__)
 S = CertificateStatus
 D = DecisionKind
+
+
+# The CA's answer to a request this service made and waits on (in the status it moved to):
+# the certificate's own move for it, which needs nothing from the decision but its time.
+_SETTLES: dict[tuple[DecisionKind, CertificateStatus], Callable[[Certificate, datetime], None]] = {
+    (D.ADDITION_REJECTED, S.CA_VERIFYING_DOMAIN_ADDITION): Certificate.domain_addition_rejected,
+    (D.WITHDRAWAL_APPROVED, S.CA_VERIFYING_WITHDRAWAL): Certificate.withdrawal_succeeded,
+    (D.WITHDRAWAL_REJECTED, S.CA_VERIFYING_WITHDRAWAL): Certificate.withdrawal_rejected,
+    (D.REVOCATION_APPROVED, S.CA_VERIFYING_REVOCATION): Certificate.revoked,
+    (D.REVOCATION_REJECTED, S.CA_VERIFYING_REVOCATION): Certificate.revocation_rejected,
+    (D.DELETION_APPROVED, S.CA_VERIFYING_DELETION): Certificate.deleted,
+    (D.DELETION_REJECTED, S.CA_VERIFYING_DELETION): Certificate.deletion_rejected,
+}
 
 
 def apply_decision(certificate: Certificate, decision: CaDecision, now: datetime) -> bool:
@@ -36,17 +50,13 @@ def apply_decision(certificate: Certificate, decision: CaDecision, now: datetime
         certificate.reject_application(decision.message, now)
     elif kind is D.ADDITION_APPROVED and status is S.CA_VERIFYING_DOMAIN_ADDITION:
         certificate.domain_addition_approved(decision.records, now)
-    elif kind is D.ADDITION_REJECTED and status is S.CA_VERIFYING_DOMAIN_ADDITION:
-        certificate.domain_addition_rejected(now)
-    elif kind is D.WITHDRAWAL_APPROVED and status is S.CA_VERIFYING_WITHDRAWAL:
-        certificate.withdrawal_succeeded(now)
+    elif settles := _SETTLES.get((kind, status)):
+        settles(certificate, now)
     elif kind is D.WITHDRAWAL_APPROVED and status in lifecycle.WITHDRAWABLE:
         # The CA took a withdrawal whose request never reached our database (the process
         # died in between): record it, so the service converges on the CA's answer.
         certificate.request_withdrawal(now)
         certificate.withdrawal_succeeded(now)
-    elif kind is D.WITHDRAWAL_REJECTED and status is S.CA_VERIFYING_WITHDRAWAL:
-        certificate.withdrawal_rejected(now)
     elif kind is D.ISSUED and status is S.CA_VERIFYING_WITHDRAWAL:
         assert certificate.last_withdrawal is not None
         certificate.withdrawal_overtaken_by_issue(
@@ -54,14 +64,6 @@ def apply_decision(certificate: Certificate, decision: CaDecision, now: datetime
         )
     elif kind is D.ISSUED and status in lifecycle.UNDER_APPLICATION:
         certificate.issue(EventKind.ISSUED, issued_at, now, decision.message, document)
-    elif kind is D.REVOCATION_APPROVED and status is S.CA_VERIFYING_REVOCATION:
-        certificate.revoked(now)
-    elif kind is D.REVOCATION_REJECTED and status is S.CA_VERIFYING_REVOCATION:
-        certificate.revocation_rejected(now)
-    elif kind is D.DELETION_APPROVED and status is S.CA_VERIFYING_DELETION:
-        certificate.deleted(now)
-    elif kind is D.DELETION_REJECTED and status is S.CA_VERIFYING_DELETION:
-        certificate.deletion_rejected(now)
     else:
         # Already applied synchronously (e.g. the issue behind a refused withdrawal), or
         # about a review this service no longer waits for.

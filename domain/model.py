@@ -190,6 +190,15 @@ class Certificate:
         self.last_withdrawal = withdrawal
         self.withdrawal_changed = True
 
+    def _fail_withdrawal(
+        self, withdrawal: Withdrawal, reason: WithdrawalFailureReason, now: datetime
+    ) -> None:
+        self._set_withdrawal(
+            replace(
+                withdrawal, status=WithdrawalStatus.FAILED, failure_reason=reason, resolved_at=now
+            )
+        )
+
     # ---- user actions (the service checked `allows` and the inputs first)
 
     def apply(
@@ -349,14 +358,7 @@ class Certificate:
             now,
             "The CA turned the withdrawal down and resumes its review.",
         ):
-            self._set_withdrawal(
-                replace(
-                    withdrawal,
-                    status=WithdrawalStatus.FAILED,
-                    failure_reason=WithdrawalFailureReason.CA_REJECTED,
-                    resolved_at=now,
-                )
-            )
+            self._fail_withdrawal(withdrawal, WithdrawalFailureReason.CA_REJECTED, now)
 
     def withdrawal_overtaken_by_issue(
         self,
@@ -372,14 +374,7 @@ class Certificate:
             now,
             "The CA had already approved the certificate; the withdrawal failed.",
         ):
-            self._set_withdrawal(
-                replace(
-                    withdrawal,
-                    status=WithdrawalStatus.FAILED,
-                    failure_reason=WithdrawalFailureReason.CA_ALREADY_APPROVED,
-                    resolved_at=now,
-                )
-            )
+            self._fail_withdrawal(withdrawal, WithdrawalFailureReason.CA_ALREADY_APPROVED, now)
             self._take_issue(issued_at, document)
 
     def refuse_withdrawal_as_issued(

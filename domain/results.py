@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from domain.model import Certificate, Withdrawal
 from domain.statuses import CertificateStatus, WithdrawalBlockReason
@@ -25,10 +26,7 @@ class WithdrawalSubmitted:
 @dataclass(frozen=True, slots=True)
 class NotFound:
     certificate_id: str
-
-    @property
-    def message(self) -> str:
-        return "No certificate with this id."
+    message: ClassVar[str] = "No certificate with this id."
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,19 +60,15 @@ class WithdrawalNotAllowed:
 class CaAlreadyApproved:
     certificate: Certificate
     withdrawal: Withdrawal
-
-    @property
-    def message(self) -> str:
-        return "The CA had already approved this certificate; the withdrawal failed."
+    message: ClassVar[str] = "The CA had already approved this certificate; the withdrawal failed."
 
 
 @dataclass(frozen=True, slots=True)
 class CaUnreachable:
     retry_after_seconds: int
-
-    @property
-    def message(self) -> str:
-        return "The certificate authority cannot be reached; nothing was changed. Try again later."
+    message: ClassVar[str] = (
+        "The certificate authority cannot be reached; nothing was changed. Try again later."
+    )
 
 
 @dataclass(frozen=True, slots=True)

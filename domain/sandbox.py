@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from domain import lifecycle
 from domain.model import Certificate, CertificateId, TenantId
@@ -56,13 +56,10 @@ class NothingToDecide:
 
     certificate: Certificate
     allowed: frozenset[CertificateStatus]
-
-    @property
-    def message(self) -> str:
-        return (
-            "The simulated CA holds nothing to decide on for this certificate now; "
-            "it may have decided already."
-        )
+    message: ClassVar[str] = (
+        "The simulated CA holds nothing to decide on for this certificate now; "
+        "it may have decided already."
+    )
 
 
 SandboxResult = SandboxDecided | NotFound | InvalidState | NothingToDecide

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
-from graphql import DocumentNode, GraphQLError, parse
+from graphql import DocumentNode, GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
@@ -61,21 +61,38 @@ class ByteBoundedCache(Generic[V]):
     def __iter__(self) -> Iterator[Hashable]:
         return iter(list(self._entries))
 
+    def get(self, key: Hashable) -> V | None:
+        found = self._lookup(key)
+        return None if found is None else found[1]
+
+    def put(self, key: Hashable, size: int | None, value: V) -> None:
+        """Keep `value` if `size` (None: too large to count) fits an entry."""
+        if size is None or size > min(self.max_entry_bytes, self.max_total_bytes):
+            return
+        replaced = self._entries.pop(key, None)
+        if replaced is not None:
+            self._total_bytes -= replaced[0]
+        self._entries[key] = (size, value)
+        self._total_bytes += size
+        while len(self._entries) > self.max_entries or self._total_bytes > self.max_total_bytes:
+            _, (evicted, _) = self._entries.popitem(last=False)
+            self._total_bytes -= evicted
+
     def get_or_make(self, key: Hashable, size: int | None, make: Callable[[], V]) -> V:
         """The cached value for `key`, else `make()`, kept only if `size` fits an entry."""
+        found = self._lookup(key)
+        if found is not None:
+            return found[1]
+        value = make()
+        self.put(key, size, value)
+        return value
+
+    def _lookup(self, key: Hashable) -> tuple[int, V] | None:
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             self.hits += 1
-            return found[1]
-        value = make()
-        if size is not None and size <= min(self.max_entry_bytes, self.max_total_bytes):
-            self._entries[key] = (size, value)
-            self._total_bytes += size
-            while len(self._entries) > self.max_entries or self._total_bytes > self.max_total_bytes:
-                _, (evicted, _) = self._entries.popitem(last=False)
-                self._total_bytes -= evicted
-        return value
+        return found
 
 
 @dataclass
@@ -93,9 +110,12 @@ SHARED: Final = DocumentCaches()
 
 
 class CachedParser(SchemaExtension):
-    """Parses through the cache. A document that fails to parse is left to Strawberry's own
-    parse: an error raised inside an extension hook would skip every extension's
-    post-processing (codes, masking), so it must arise in the operation itself."""
+    """Hands Strawberry a document it parsed before, and keeps what it parses now.
+
+    The parse itself is Strawberry's, between this hook's two halves, so each document is
+    parsed once per operation, and a syntax error arises in the operation itself, where every
+    extension's post-processing (codes, masking) sees it: raised inside a hook, it would skip
+    them. (Parsing here first made a document that fails to parse be parsed twice.)"""
 
     def __init__(self, cache: ByteBoundedCache[DocumentNode]) -> None:
         self.cache = cache
@@ -103,17 +123,16 @@ class CachedParser(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         query = context.query
-        if query is not None:
-            options = context.parse_options
-            key = (query, options.get("max_tokens"))
-            size = source_bytes(query, self.cache.max_entry_bytes)
-            try:
-                context.graphql_document = self.cache.get_or_make(
-                    key, size, lambda: parse(query, **options)
-                )
-            except GraphQLError:
-                context.graphql_document = None
+        if query is None or context.graphql_document is not None:
+            yield
+            return
+        key = (query, context.parse_options.get("max_tokens"))
+        found = self.cache.get(key)
+        context.graphql_document = found
         yield
+        if found is None and context.graphql_document is not None:
+            size = source_bytes(query, self.cache.max_entry_bytes)
+            self.cache.put(key, size, context.graphql_document)
 
 
 class CachedValidation(SchemaExtension):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
 import strawberry
 from graphql import GraphQLError
 
@@ -18,6 +15,7 @@ from domain.model import TenantId
 from domain.reading import DATETIME_FIELDS, Ordering, Page, PageRequest, Position, sort_key
 from resolvers import fields
 from resolvers.context import Context
+from resolvers.cursors import decode_json_cursor, encode_json_cursor
 from resolvers.enums import CertificateStatus, CertificateType, OrderDirection, SortField
 from resolvers.types import Certificate
 
@@ -119,13 +117,13 @@ class CertificateConnection:
 
 def encode_cursor(field: SortField, position: Position) -> str:
     key = position.key.isoformat() if isinstance(position.key, datetime) else position.key
-    return base64.urlsafe_b64encode(orjson.dumps([field.value, key, position.id])).decode("ascii")
+    return encode_json_cursor([field.value, key, position.id])
 
 
 def decode_cursor(cursor: str, field: SortField) -> Position:
     try:
-        data = orjson.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        data = decode_json_cursor(cursor)
+    except ValueError:
         raise BadUserInput(f"{cursor!r} is not a cursor of this list.") from None
     match data:
         case [str(name), str() | None as key, str(certificate_id)] if name == field.value:

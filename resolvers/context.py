@@ -17,17 +17,33 @@ from domain.sandbox import Sandbox
 from domain.service import CertificateService
 
 
+@dataclass(frozen=True, slots=True)
+class FeedChange:
+    """A committed status change and its place in the change feed: feed sequences follow the
+    order changes were committed, so everything after a change's sequence is everything
+    committed after it (what a subscription cursor holds)."""
+
+    sequence: int
+    change: StatusChange
+
+
 class ChangeFeed(Protocol):
     """Committed status changes, per tenant (the server's broker)."""
 
     def subscribe(
-        self, tenant_id: TenantId, after: ChangePosition | None = None
-    ) -> AbstractAsyncContextManager[AsyncIterable[StatusChange]]:
-        """The tenant's changes as they are committed; with `after`, first those the tenant's
-        history holds after that position, then the live ones, with no gap and no repeat.
+        self, tenant_id: TenantId, after: int | ChangePosition | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterable[FeedChange]]:
+        """The tenant's changes as they are committed; with `after` (a feed sequence, or the
+        position a cursor named before changes had one), first those committed after it, then
+        the live ones, in commit order, with no gap and no repeat.
 
-        The iteration raises `SubscriberLagging` when the subscriber falls too far behind."""
+        Entering raises `UnknownPosition` for a position that names no change of the tenant;
+        the iteration raises `SubscriberLagging` when the subscriber falls too far behind."""
         ...
+
+
+class UnknownPosition(Exception):
+    """A subscription asked to resume after a position that names no change of its tenant."""
 
 
 class SubscriberLagging(Exception):
@@ -124,6 +140,12 @@ class Context:
             # The transports authenticate before any operation runs; this is a bug guard.
             raise GraphQLError("Not authenticated.", extensions={"code": "UNAUTHENTICATED"})
         return self.caller
+
+    @property
+    def event_sharing_key(self) -> object | None:
+        """Who may share a subscription event's execution (`graphql_engine.shared_execution`):
+        the same services and the same caller; nobody before the caller is known."""
+        return None if self.caller is None else (id(self.services), self.caller)
 
     @property
     def tenant_id(self) -> TenantId:

@@ -11,6 +11,7 @@ import re
 import strawberry
 
 from domain import results
+from domain.sandbox import NothingToDecide
 from resolvers import fields
 from resolvers.enums import CertificateStatus, WithdrawalBlockReason
 from resolvers.types import Certificate, Withdrawal
@@ -68,7 +69,9 @@ class InvalidCertificateStateError(Error):
     )
 
     @classmethod
-    def from_outcome(cls, outcome: results.InvalidState) -> InvalidCertificateStateError:
+    def from_outcome(
+        cls, outcome: results.InvalidState | NothingToDecide
+    ) -> InvalidCertificateStateError:
         return cls(
             message=outcome.message,
             certificate=Certificate.from_model(outcome.certificate),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, assert_never
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar, assert_never
 
 import strawberry
 
 from domain import results
 from domain.commands import Application
+from domain.service import CertificateService
 from resolvers import fields
 from resolvers.context import Context
 from resolvers.enums import CertificateType, DomainType, ValidationMethod
@@ -21,6 +23,9 @@ from resolvers.errors import (
 )
 from resolvers.ids import CERTIFICATE, local_id
 from resolvers.types import Certificate, Withdrawal
+
+Outcome = TypeVar("Outcome")
+Answer = TypeVar("Answer")
 
 # ---- inputs
 
@@ -188,20 +193,31 @@ def withdraw_result(outcome: results.WithdrawResult, sent_id: str) -> WithdrawAp
                 withdrawal=Withdrawal.from_model(outcome.withdrawal),
                 message=outcome.message,
             )
-        case results.NotFound():
-            return CertificateNotFoundError.for_id(sent_id)
-        case results.InvalidState():
-            return InvalidCertificateStateError.from_outcome(outcome)
         case results.WithdrawalNotAllowed():
             return WithdrawalNotAllowedError.from_outcome(outcome)
         case results.CaAlreadyApproved():
             return CaAlreadyApprovedError.from_outcome(outcome)
-        case results.CaUnreachable():
-            return CaUnavailableError.from_outcome(outcome)
-        case results.InvalidInput():
-            return ValidationError.from_outcome(outcome)
         case _:
-            assert_never(outcome)
+            return change_refused(outcome, sent_id)
+
+
+def _service(context: Context) -> CertificateService:
+    return context.services.certificates
+
+
+async def on_certificate(
+    info: strawberry.Info[Context, None],
+    sent_id: strawberry.ID,
+    act: Callable[[Context, str], Awaitable[Outcome]],
+    to_result: Callable[[Outcome, str], Answer],
+) -> Answer | CertificateNotFoundError:
+    """Run a use case on the certificate a mutation names and map its outcome; an id this API
+    did not hand out (malformed, or of another type) is not found, before anything runs."""
+    certificate_id = local_id(sent_id, CERTIFICATE)
+    if certificate_id is None:
+        return CertificateNotFoundError.for_id(sent_id)
+    outcome = await act(info.context, certificate_id)
+    return to_result(outcome, sent_id)
 
 
 @strawberry.type
@@ -228,9 +244,6 @@ class Mutation:
     async def apply_for_certificate(
         self, info: strawberry.Info[Context, None], input: ApplyForCertificateInput
     ) -> ApplyForCertificateResult:
-        certificate_id = local_id(input.certificate_id, CERTIFICATE)
-        if certificate_id is None:
-            return CertificateNotFoundError.for_id(input.certificate_id)
         organization = input.organization
         application = Application(
             domain=input.domain,
@@ -239,11 +252,12 @@ class Mutation:
             organization_name=organization.name if organization else None,
             organization_country=organization.country if organization else None,
         )
-        context = info.context
-        outcome = await context.services.certificates.apply(
-            context.tenant_id, certificate_id, application
+        return await on_certificate(
+            info,
+            input.certificate_id,
+            lambda context, id_: _service(context).apply(context.tenant_id, id_, application),
+            apply_result,
         )
-        return apply_result(outcome, input.certificate_id)
 
     @fields.mutation(
         description="Tell the CA the domain validation records are published; "
@@ -252,27 +266,24 @@ class Mutation:
     async def verify_domain(
         self, info: strawberry.Info[Context, None], input: CertificateIdInput
     ) -> CertificateChangeResult:
-        certificate_id = local_id(input.certificate_id, CERTIFICATE)
-        if certificate_id is None:
-            return CertificateNotFoundError.for_id(input.certificate_id)
-        context = info.context
-        outcome = await context.services.certificates.verify_domain(
-            context.tenant_id, certificate_id
+        return await on_certificate(
+            info,
+            input.certificate_id,
+            lambda context, id_: _service(context).verify_domain(context.tenant_id, id_),
+            change_result,
         )
-        return change_result(outcome, input.certificate_id)
 
     @fields.mutation(description="Add domains to a MULTIPLE certificate, within its quota.")
     async def add_domains(
         self, info: strawberry.Info[Context, None], input: AddDomainsInput
     ) -> CertificateChangeResult:
-        certificate_id = local_id(input.certificate_id, CERTIFICATE)
-        if certificate_id is None:
-            return CertificateNotFoundError.for_id(input.certificate_id)
-        context = info.context
-        outcome = await context.services.certificates.add_domains(
-            context.tenant_id, certificate_id, list(input.domains)
+        domains = list(input.domains)
+        return await on_certificate(
+            info,
+            input.certificate_id,
+            lambda context, id_: _service(context).add_domains(context.tenant_id, id_, domains),
+            change_result,
         )
-        return change_result(outcome, input.certificate_id)
 
     @fields.mutation(
         description="Ask the CA to stop reviewing the application; it decides asynchronously."
@@ -280,27 +291,25 @@ class Mutation:
     async def withdraw_application(
         self, info: strawberry.Info[Context, None], input: WithdrawApplicationInput
     ) -> WithdrawApplicationResult:
-        certificate_id = local_id(input.certificate_id, CERTIFICATE)
-        if certificate_id is None:
-            return CertificateNotFoundError.for_id(input.certificate_id)
-        context = info.context
-        outcome = await context.services.certificates.withdraw(
-            context.tenant_id, certificate_id, input.idempotency_key
+        key = input.idempotency_key
+        return await on_certificate(
+            info,
+            input.certificate_id,
+            lambda context, id_: _service(context).withdraw(context.tenant_id, id_, key),
+            withdraw_result,
         )
-        return withdraw_result(outcome, input.certificate_id)
 
     @fields.mutation(description="Ask the CA to revoke an issued certificate.")
     async def revoke_certificate(
         self, info: strawberry.Info[Context, None], input: RevokeCertificateInput
     ) -> CertificateChangeResult:
-        certificate_id = local_id(input.certificate_id, CERTIFICATE)
-        if certificate_id is None:
-            return CertificateNotFoundError.for_id(input.certificate_id)
-        context = info.context
-        outcome = await context.services.certificates.revoke(
-            context.tenant_id, certificate_id, input.reason
+        reason = input.reason
+        return await on_certificate(
+            info,
+            input.certificate_id,
+            lambda context, id_: _service(context).revoke(context.tenant_id, id_, reason),
+            change_result,
         )
-        return change_result(outcome, input.certificate_id)
 
     @fields.mutation(
         description="Delete a certificate: at once when the CA holds nothing, else through the CA."
@@ -308,9 +317,9 @@ class Mutation:
     async def delete_certificate(
         self, info: strawberry.Info[Context, None], input: CertificateIdInput
     ) -> CertificateChangeResult:
-        certificate_id = local_id(input.certificate_id, CERTIFICATE)
-        if certificate_id is None:
-            return CertificateNotFoundError.for_id(input.certificate_id)
-        context = info.context
-        outcome = await context.services.certificates.delete(context.tenant_id, certificate_id)
-        return change_result(outcome, input.certificate_id)
+        return await on_certificate(
+            info,
+            input.certificate_id,
+            lambda context, id_: _service(context).delete(context.tenant_id, id_),
+            change_result,
+        )

@@ -10,9 +10,9 @@ from domain import results
 from domain.sandbox import NothingToDecide, Sandbox, SandboxDecided, SandboxResult
 from resolvers import fields
 from resolvers.context import Context
-from resolvers.enums import CertificateStatus, SandboxDecision
+from resolvers.enums import SandboxDecision
 from resolvers.errors import CertificateNotFoundError, InvalidCertificateStateError
-from resolvers.ids import CERTIFICATE, local_id
+from resolvers.mutations import on_certificate
 from resolvers.types import Certificate
 
 
@@ -61,17 +61,10 @@ def decide_result(outcome: SandboxResult, sent_id: str) -> SandboxCaDecideResult
     match outcome:
         case SandboxDecided(certificate=certificate):
             return SandboxCaDecideSuccess(certificate=Certificate.from_model(certificate))
-        case NothingToDecide(certificate=certificate):
-            return InvalidCertificateStateError(
-                message=outcome.message,
-                certificate=Certificate.from_model(certificate),
-                current_status=certificate.status,
-                allowed_statuses=[s for s in CertificateStatus if s in outcome.allowed],
-            )
+        case results.InvalidState() | NothingToDecide():
+            return InvalidCertificateStateError.from_outcome(outcome)
         case results.NotFound():
             return CertificateNotFoundError.for_id(sent_id)
-        case results.InvalidState():
-            return InvalidCertificateStateError.from_outcome(outcome)
         case _:
             assert_never(outcome)
 
@@ -84,12 +77,13 @@ class SandboxMutation:
     async def sandbox_ca_decide(
         self, info: strawberry.Info[Context, None], input: SandboxCaDecideInput
     ) -> SandboxCaDecideResult:
-        context = info.context
-        certificate_id = local_id(input.certificate_id, CERTIFICATE)
-        if certificate_id is None:
-            return CertificateNotFoundError.for_id(input.certificate_id)
-        outcome = await _sandbox(context).decide(context.tenant_id, certificate_id, input.decision)
-        return decide_result(outcome, input.certificate_id)
+        decision = input.decision
+        return await on_certificate(
+            info,
+            input.certificate_id,
+            lambda context, id_: _sandbox(context).decide(context.tenant_id, id_, decision),
+            decide_result,
+        )
 
     @fields.mutation(
         description="Sandbox only: make the simulated CA unreachable (or reachable again)."

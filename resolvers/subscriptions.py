@@ -2,31 +2,34 @@
 
 A change reaches every subscriber of its tenant. Those that get it at the same time share one
 read of the certificate and so one event object (`_read_change`); subscribers with the same
-operation, variables and caller then share one execution of it (`SharedEventExecutor`): a
-thousand subscribers cost one read and one execution per change, not a thousand.
+operation, variables and caller then share one execution of it (the engine's shared
+execution, `graphql_engine.shared_execution`): a thousand subscribers cost one read and one
+execution per change, not a thousand.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any, cast
 
-import orjson
 import strawberry
-from graphql import ExecutionResult, GraphQLError, GraphQLSchema, OperationDefinitionNode
+from graphql import GraphQLError
 
 from domain.model import CertificateId, TenantId
-from domain.ports import ChangePosition, StatusChange
+from domain.ports import ChangePosition
 from domain.reading import CertificateReader
-from graphql_engine.execution import FastExecutionContext
 from resolvers import fields
 from resolvers.connection import BadUserInput
-from resolvers.context import Caller, Context, Services, SubscriberLagging
+from resolvers.context import (
+    Context,
+    FeedChange,
+    SubscriberLagging,
+    UnknownPosition,
+)
+from resolvers.cursors import decode_json_cursor, encode_json_cursor
 from resolvers.enums import CertificateStatus
 from resolvers.ids import CERTIFICATE, local_id
 from resolvers.types import Certificate
@@ -43,47 +46,39 @@ def lagging_error() -> GraphQLError:
     )
 
 
-def encode_change_cursor(position: ChangePosition) -> str:
-    data = [position.changed_at.isoformat(), position.certificate_id, position.version]
-    return base64.urlsafe_b64encode(orjson.dumps(data)).decode("ascii")
+# A cursor is a change's feed sequence, base64url of its JSON. Cursors handed out before the
+# feed had sequences held [time, certificate id, version]: still accepted, the feed finds the
+# change they name (`UnknownPosition` if none, answered as BAD_USER_INPUT).
+_MAX_SEQUENCE = 2**63 - 1
+# No cursor this server hands out is longer; longer input is refused before it is decoded.
+_MAX_CURSOR = 200
 
 
-def decode_change_cursor(cursor: str) -> ChangePosition:
+def encode_change_cursor(sequence: int) -> str:
+    return encode_json_cursor(sequence)
+
+
+def decode_change_cursor(cursor: str) -> int | ChangePosition:
+    """The feed sequence a cursor holds, or the position an old cursor names."""
+    refused = BadUserInput(f"{cursor[:_MAX_CURSOR]!r} is not a cursor of certificateStatusChanged.")
+    if len(cursor) > _MAX_CURSOR:
+        raise refused
     try:
-        changed_at, certificate_id, version = orjson.loads(
-            base64.urlsafe_b64decode(cursor.encode("ascii"))
-        )
-        position = ChangePosition(
-            datetime.fromisoformat(changed_at), CertificateId(certificate_id), version
-        )
-    except (ValueError, TypeError, UnicodeError, binascii.Error, orjson.JSONDecodeError):
-        raise BadUserInput(f"{cursor!r} is not a cursor of certificateStatusChanged.") from None
-    if (
-        not isinstance(certificate_id, str)
-        or not isinstance(version, int)
-        or position.changed_at.tzinfo is None
-    ):
-        raise BadUserInput(f"{cursor!r} is not a cursor of certificateStatusChanged.")
-    return position
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Execution:
-    """One execution of an event, and what made it: whoever asks the same gets the same."""
-
-    schema: GraphQLSchema
-    operation: OperationDefinitionNode
-    variables: dict[str, Any]
-    services: Services
-    caller: Caller
-    result: ExecutionResult | asyncio.Future[ExecutionResult]
-
-
-class SharedResults:
-    """The executions of one event object, by operation, variables and caller."""
-
-    def __init__(self) -> None:
-        self.executions: list[_Execution] = []
+        value = decode_json_cursor(cursor)
+    except ValueError:
+        raise refused from None
+    if type(value) is int and 0 <= value <= _MAX_SEQUENCE:
+        return value
+    if not isinstance(value, list) or len(value) != 3:
+        raise refused
+    changed_at, certificate_id, version = value
+    try:
+        at = datetime.fromisoformat(changed_at)
+    except (ValueError, TypeError):
+        raise refused from None
+    if not isinstance(certificate_id, str) or type(version) is not int or at.tzinfo is None:
+        raise refused
+    return ChangePosition(at, CertificateId(certificate_id), version)
 
 
 @strawberry.type(description="A certificate changed status.")
@@ -96,83 +91,22 @@ class CertificateStatusChange:
         description="Where this change sits in your history: pass it as `after` when you "
         "subscribe again to get every change since, none twice."
     )
-    shared: strawberry.Private[SharedResults] = dataclasses.field(
-        default_factory=SharedResults, repr=False, compare=False
+    # Subscribers that get this very object share its executions (`graphql_engine`'s
+    # shared execution looks for this list).
+    shared_executions: strawberry.Private[list[object]] = dataclasses.field(
+        default_factory=list, repr=False, compare=False
     )
 
 
-class SharedEventExecutor(FastExecutionContext):
-    """Executes a subscription event once for all subscribers that would get the same result:
-    the same event object, operation, variables, services and caller (so the same tenant).
-    Their results are the very same object; the transport formats each subscriber's own."""
-
-    _per_event = False
-
-    def __copy__(self) -> SharedEventExecutor:
-        # What `copy` does for a plain object (graphql-core copies the executor for each
-        # event), without its generic pickling protocol, a third of an event's cost once the
-        # execution itself is shared.
-        executor = object.__new__(type(self))
-        executor.__dict__.update(self.__dict__)
-        return executor
-
-    def build_per_event_executor(self, payload: Any) -> SharedEventExecutor:
-        executor = super().build_per_event_executor(payload)
-        assert isinstance(executor, SharedEventExecutor)
-        executor._per_event = True
-        return executor
-
-    def execute_operation(self, serially: bool | None = None) -> Any:
-        shared = getattr(self.root_value, "shared", None) if self._per_event else None
-        context = self.context_value
-        if (
-            not isinstance(shared, SharedResults)
-            or not isinstance(context, Context)
-            or context.caller is None
-        ):
-            return super().execute_operation(serially)
-        execution = next((e for e in shared.executions if self._same_as(e, context)), None)
-        if execution is None:
-            execution = self._execute_for_all(context, context.caller)
-            shared.executions.append(execution)
-        if isinstance(execution.result, asyncio.Future):
-            # Shielded: a subscriber that goes away cancels nothing for the others.
-            return asyncio.shield(execution.result)
-        return execution.result
-
-    def _same_as(self, execution: _Execution, context: Context) -> bool:
-        return (
-            execution.operation is self.operation
-            and execution.schema is self.schema
-            and execution.services is context.services
-            and execution.caller == context.caller
-            and execution.variables == self.variable_values.coerced
-        )
-
-    def _execute_for_all(self, context: Context, caller: Caller) -> _Execution:
-        # One event of a subscription: never incremental delivery, one ExecutionResult.
-        result = cast(
-            "ExecutionResult | Awaitable[ExecutionResult]", super().execute_operation(False)
-        )
-        return _Execution(
-            self.schema,
-            self.operation,
-            self.variable_values.coerced,
-            context.services,
-            caller,
-            result if isinstance(result, ExecutionResult) else asyncio.ensure_future(result),
-        )
-
-
 # Subscribers waiting for a read of a change's certificate, by reader, tenant and change.
-_ReadKey = tuple[int, TenantId, StatusChange]
+_ReadKey = tuple[int, TenantId, FeedChange]
 _waiting: dict[_ReadKey, list[asyncio.Future[CertificateStatusChange | None]]] = {}
 # The event loop keeps only weak references to tasks.
 _reads: set[asyncio.Task[None]] = set()
 
 
 async def _read_change(
-    reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+    reader: CertificateReader, tenant_id: TenantId, change: FeedChange
 ) -> CertificateStatusChange | None:
     """The change as subscribers get it, read afresh. Those asking in the same turn of the event
     loop (all subscribers the change just reached) share one read, and so one event object; a
@@ -192,7 +126,7 @@ async def _read_change(
 
 
 async def _read_for_waiters(
-    key: _ReadKey, reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+    key: _ReadKey, reader: CertificateReader, tenant_id: TenantId, change: FeedChange
 ) -> None:
     try:
         event = await _read(reader, tenant_id, change)
@@ -214,8 +148,9 @@ def _still_waiting(key: _ReadKey) -> list[asyncio.Future[CertificateStatusChange
 
 
 async def _read(
-    reader: CertificateReader, tenant_id: TenantId, change: StatusChange
+    reader: CertificateReader, tenant_id: TenantId, entry: FeedChange
 ) -> CertificateStatusChange | None:
+    change = entry.change
     found = await reader.certificates(tenant_id, [change.certificate_id])
     certificate = found.get(change.certificate_id)
     if certificate is None:
@@ -225,7 +160,7 @@ async def _read(
         previous_status=change.previous_status,
         status=change.status,
         changed_at=change.changed_at,
-        cursor=encode_change_cursor(change.position),
+        cursor=encode_change_cursor(entry.sequence),
     )
 
 
@@ -252,13 +187,22 @@ class Subscription:
         start = None if after is None else decode_change_cursor(after)
         reader = context.services.reader
         # The feed carries only this tenant's changes: another tenant's ids never match.
-        async with context.services.changes.subscribe(tenant_id, start) as changes:
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                async for change in changes:
-                    if wanted is not None and change.certificate_id not in wanted:
+                changes = await stack.enter_async_context(
+                    context.services.changes.subscribe(tenant_id, start)
+                )
+            except UnknownPosition:
+                raise BadUserInput(
+                    f"{after!r} names no change of yours: subscribe without `after`, or with a "
+                    "cursor you received."
+                ) from None
+            try:
+                async for entry in changes:
+                    if wanted is not None and entry.change.certificate_id not in wanted:
                         continue
                     # Read afresh for every change: this context lives as long as the connection.
-                    event = await _read_change(reader, tenant_id, change)
+                    event = await _read_change(reader, tenant_id, entry)
                     if event is not None:
                         yield event
             except SubscriberLagging:

@@ -34,14 +34,14 @@ class Container:
         self.clock = SystemClock()
         self.db = Database(settings.database_url, settings.database_limits)
         self.uow = SqlUnitOfWorkFactory(self.db, self.clock.now)
-        # This process's subscribers. On PostgreSQL every process's changes reach them through
-        # LISTEN/NOTIFY; on SQLite (one process) the service tells the broker directly.
-        history = SqlChangeHistory(self.db)
-        self.broker = Broker(history)
+        # This process's subscribers, fed from the change feed: on PostgreSQL whenever any
+        # process's change is heard (LISTEN/NOTIFY); on SQLite (one process) whenever the service
+        # tells the broker of its own.
+        self.broker = Broker(SqlChangeHistory(self.db))
         self.pg_changes: PgChangePublisher | None = None
         self.publisher: ChangePublisher = self.broker
         if not self.db.is_sqlite:
-            self.pg_changes = PgChangePublisher(self.db, self.broker, history, self.clock)
+            self.pg_changes = PgChangePublisher(self.db, self.broker)
             self.publisher = self.pg_changes
         self.tenants = TenantStore(self.db)
         self.sim_ca: SimulatedCa | None = None

@@ -63,6 +63,83 @@ class SeedError(RuntimeError):
     pass
 
 
+async def create_for(
+    service: CertificateService, tenant_id: TenantId, recipe: Recipe, *, name: str, brand: str
+) -> CertificateId:
+    """A new certificate of the type and domain type `recipe` starts from."""
+    multiple = recipe.domain_type is DomainType.MULTIPLE
+    created = await service.create_certificate(
+        tenant_id,
+        name=name,
+        type=recipe.type,
+        domain_type=recipe.domain_type,
+        brand=brand,
+        domain_quota=5 if multiple else 1,
+        validity_years=1,
+    )
+    if not isinstance(created, CertificateChanged):
+        raise SeedError(f"create: {created}")
+    return created.certificate.id
+
+
+async def user_step(
+    service: CertificateService,
+    tenant_id: TenantId,
+    certificate_id: CertificateId,
+    recipe: Recipe,
+    step: str,
+    domain: str,
+) -> bool:
+    """Take `step` when it is one of the user's operations (apply, verify, add, withdraw,
+    revoke, delete); False for the steps of the CA and of time, which callers take themselves."""
+    outcome: object
+    match step:
+        case "apply":
+            wildcard = recipe.domain_type is DomainType.WILDCARD
+            multiple = recipe.domain_type is DomainType.MULTIPLE
+            needs_org = recipe.type is not CertificateType.DV
+            outcome = await service.apply(
+                tenant_id,
+                certificate_id,
+                Application(
+                    domain=f"*.{domain}" if wildcard else domain,
+                    additional_domains=[f"www.{domain}"] if multiple else [],
+                    method=ValidationMethod.DNS,
+                    organization_name="Example Ltd" if needs_org else None,
+                    organization_country="GB" if needs_org else None,
+                ),
+            )
+        case "verify":
+            outcome = await service.verify_domain(tenant_id, certificate_id)
+        case "add":
+            outcome = await service.add_domains(tenant_id, certificate_id, [f"api.{domain}"])
+        case "withdraw":
+            outcome = await service.withdraw(tenant_id, certificate_id)
+        case "revoke":
+            outcome = await service.revoke(tenant_id, certificate_id, "key compromise drill")
+        case "delete":
+            outcome = await service.delete(tenant_id, certificate_id)
+        case _:
+            return False
+    if not isinstance(outcome, CertificateChanged | WithdrawalSubmitted):
+        raise SeedError(f"{step}: {outcome}")
+    return True
+
+
+async def sandbox_step(
+    service: CertificateService,
+    sandbox: Sandbox,
+    tenant_id: TenantId,
+    certificate_id: CertificateId,
+    step: str,
+) -> None:
+    """The simulated CA decides `step` (APPROVE, REJECT, ISSUE) and the service syncs it in."""
+    decided = await sandbox.decide(tenant_id, certificate_id, SandboxDecision(step))
+    if not isinstance(decided, SandboxDecided):
+        raise SeedError(f"{step}: {decided}")
+    await service.sync_with_ca([certificate_id])
+
+
 async def drive_to(
     service: CertificateService,
     sandbox: Sandbox,
@@ -79,56 +156,14 @@ async def drive_to(
     EXPIRED needs a past: pass a `service` and `sandbox` whose clock runs years behind, and the
     `present` service that then finds the certificate expired."""
     recipe = RECIPES[status]
-    multiple = recipe.domain_type is DomainType.MULTIPLE
-    created = await service.create_certificate(
-        tenant_id,
-        name=name,
-        type=recipe.type,
-        domain_type=recipe.domain_type,
-        brand=brand,
-        domain_quota=5 if multiple else 1,
-        validity_years=1,
-    )
-    if not isinstance(created, CertificateChanged):
-        raise SeedError(f"create: {created}")
-    certificate_id = created.certificate.id
+    certificate_id = await create_for(service, tenant_id, recipe, name=name, brand=brand)
     for step in recipe.steps:
-        outcome: object
-        if step == "apply":
-            wildcard = recipe.domain_type is DomainType.WILDCARD
-            needs_org = recipe.type is not CertificateType.DV
-            outcome = await service.apply(
-                tenant_id,
-                certificate_id,
-                Application(
-                    domain=f"*.{domain}" if wildcard else domain,
-                    additional_domains=[f"www.{domain}"] if multiple else [],
-                    method=ValidationMethod.DNS,
-                    organization_name="Example Ltd" if needs_org else None,
-                    organization_country="GB" if needs_org else None,
-                ),
-            )
-        elif step == "verify":
-            outcome = await service.verify_domain(tenant_id, certificate_id)
-        elif step == "add":
-            outcome = await service.add_domains(tenant_id, certificate_id, [f"api.{domain}"])
-        elif step == "withdraw":
-            outcome = await service.withdraw(tenant_id, certificate_id)
-        elif step == "revoke":
-            outcome = await service.revoke(tenant_id, certificate_id, "key compromise drill")
-        elif step == "delete":
-            outcome = await service.delete(tenant_id, certificate_id)
-        elif step == "expire":
+        if await user_step(service, tenant_id, certificate_id, recipe, step, domain):
+            continue
+        if step == "expire":
             await (present or service).expire([certificate_id])
-            continue
         else:
-            decided = await sandbox.decide(tenant_id, certificate_id, SandboxDecision(step))
-            if not isinstance(decided, SandboxDecided):
-                raise SeedError(f"{step}: {decided}")
-            await service.sync_with_ca([certificate_id])
-            continue
-        if not isinstance(outcome, CertificateChanged | WithdrawalSubmitted):
-            raise SeedError(f"{step}: {outcome}")
+            await sandbox_step(service, sandbox, tenant_id, certificate_id, step)
     return certificate_id
 
 

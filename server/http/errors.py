@@ -17,6 +17,7 @@ from server.http.rate_limit import retry_after
 log = logging.getLogger(__name__)
 
 RATE_LIMITED = "RATE_LIMITED"
+DOCUMENT_TOO_LARGE = "DOCUMENT_TOO_LARGE"
 # What a client is told to wait when the database is down.
 OUTAGE_RETRY_SECONDS = 5
 
@@ -49,6 +50,33 @@ def rate_limited_error(wait: float) -> GraphQLError:
         rate_limited_message(wait),
         extensions={"code": RATE_LIMITED, "retryAfterSeconds": seconds},
     )
+
+
+def utf8_size_over(text: str, limit: int) -> bool:
+    if len(text) > limit:  # a character is at least one byte
+        return True
+    # A character is at most four bytes: only then is counting them needed.
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+def document_too_large(query: object, limit: int) -> GraphQLError | None:
+    """The refusal of a document over `limit` UTF-8 bytes, checked before any lexing: the
+    token limit does not count comments, whitespace or commas, so only this bounds the time
+    a document takes to parse. Anything but a string is left to the usual checks."""
+    if not isinstance(query, str) or not utf8_size_over(query, limit):
+        return None
+    return GraphQLError(
+        f"The GraphQL document exceeds {limit} bytes (UTF-8).",
+        extensions={"code": DOCUMENT_TOO_LARGE},
+    )
+
+
+class DocumentTooLarge(Exception):
+    """An HTTP request's document is over the limit (answered 413, as a body over its own)."""
+
+    def __init__(self, refusal: GraphQLError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 def failure_response(error: Exception) -> JSONResponse:

@@ -1,10 +1,11 @@
 """Server layer: the GraphQL endpoint at /graphql (HTTP, WebSocket, GraphiQL) and its guards.
 
 Over HTTP every operation needs `Authorization: Bearer <token>` (401 otherwise), and the body
-must be a JSON object of bounded size; anything else gets a 4xx with a GraphQL-shaped error,
-never a 5xx. WebSockets (graphql-transport-ws and the legacy graphql-ws) authenticate on
-`connection_init`, with the token in its payload or in the upgrade request's header; the
-socket is closed with 4401 without a token and 4403 with an unknown one.
+must be a JSON object of bounded size, its document (over GET too) of a smaller bound checked
+before it is lexed; anything else gets a 4xx with a GraphQL-shaped error, never a 5xx.
+WebSockets (graphql-transport-ws and the legacy graphql-ws) authenticate on `connection_init`,
+with the token in its payload or in the upgrade request's header; the socket is closed with
+4401 without a token and 4403 with an unknown one.
 
 The guards of the README's "Security" section live here too: a token bucket per tenant (429
 with `Retry-After`), media types and their status codes (`server.http.media_types`), WebSocket
@@ -46,8 +47,11 @@ from server.container import Container
 from server.http import media_types
 from server.http.auth import Authenticator, bearer
 from server.http.errors import (
+    DOCUMENT_TOO_LARGE,
     OUTAGE_RETRY_SECONDS,
     BodyTooLarge,
+    DocumentTooLarge,
+    document_too_large,
     error_response,
     failure_response,
     limit_body,
@@ -102,6 +106,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         *,
         graphiql: bool,
         max_body_bytes: int,
+        max_document_bytes: int,
         allowed_origins: Sequence[str] = (),
         ws_init_timeout_seconds: float = 10.0,
         quota: SubscriptionQuota | None = None,
@@ -125,6 +130,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         self.services = services
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
+        self.max_document_bytes = max_document_bytes
         self.rate_limit = rate_limit or TokenBuckets(rate=0, burst=1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,6 +148,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             response = error_response(
                 413, f"The body exceeds {self.max_body_bytes} bytes.", "PAYLOAD_TOO_LARGE"
             )
+        except DocumentTooLarge as refused:
+            response = error_response(413, refused.refusal.message, DOCUMENT_TOO_LARGE)
         except HTTPException as error:
             response = self.refusal(request, error)
         except ClientDisconnect:
@@ -239,10 +247,15 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             if isinstance(context, ConnectionContext) and context.admitted_tenant is not None:
                 self.connections.release(context.admitted_tenant)
 
-    def admit(self, caller: Caller, running_on_connection: int) -> GraphQLError | None:
-        """Whether a socket may start one more operation; counted when admitted."""
+    def admit(
+        self, caller: Caller, running_on_connection: int, query: object
+    ) -> GraphQLError | None:
+        """Whether a socket may start one more operation (its document not yet read);
+        counted when admitted."""
         if wait := self.rate_limit.take(f"tenant:{caller.tenant_id}"):
             return rate_limited_error(wait)
+        if refused := document_too_large(query, self.max_document_bytes):
+            return refused
         return self.quota.admit(caller.tenant_id, running_on_connection)
 
     def count_until_done(self, caller: Caller, task: asyncio.Task[Any] | None) -> None:
@@ -271,6 +284,16 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return error_response(error.status_code, error.reason, "BAD_REQUEST")
 
     # Strawberry's hooks
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # Where GET and POST requests both become a document, before anything reads it.
+        data = await super().parse_http_body(request)
+        for item in data if isinstance(data, list) else [data]:
+            if refused := document_too_large(item.query, self.max_document_bytes):
+                raise DocumentTooLarge(refused)
+        return data
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -392,6 +415,7 @@ def graphql_endpoint(container: Container) -> GraphQLEndpoint:
         Authenticator(container.tenants, auth_off=settings.auth == "off"),
         graphiql=settings.graphiql_enabled,
         max_body_bytes=settings.max_body_bytes,
+        max_document_bytes=settings.max_document_bytes,
         allowed_origins=settings.cors_origins,
         ws_init_timeout_seconds=settings.ws_init_timeout_seconds,
         quota=SubscriptionQuota(

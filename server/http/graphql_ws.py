@@ -3,8 +3,9 @@
 A socket authenticates on `connection_init` (token in the payload or the upgrade request's
 header) and is closed with 4401 without a token, 4403 with an unknown one, 4408 when it never
 initialises, 4429 when its tenant already holds as many sockets as it may, and 1009 on a
-message larger than the body limit; each subscription is admitted against the per-connection
-and per-tenant caps.
+message larger than the body limit. Each operation is admitted against the rate limit, the
+document limit (checked before anything reads the document) and the per-connection and
+per-tenant caps; a refused one gets an `error` message and the socket stays open.
 Over graphql-transport-ws, live subscriptions that sockets ask alike run once, their results
 sent to each (`server.events.multiplex`).
 """
@@ -47,7 +48,7 @@ from strawberry.utils.aio import aclosing
 from domain.model import TenantId
 from resolvers.context import Context
 from server.events.multiplex import Multiplexer
-from server.http.errors import OUTAGE_RETRY_SECONDS, error_response
+from server.http.errors import OUTAGE_RETRY_SECONDS, error_response, utf8_size_over
 from server.http.subscription_quota import ConnectionQuota
 
 if TYPE_CHECKING:
@@ -115,13 +116,6 @@ def admit_connection(
     context.admitted_tenant = tenant_id
 
 
-def utf8_size_over(text: str, limit: int) -> bool:
-    if len(text) > limit:  # a character is at least one byte
-        return True
-    # A character is at most four bytes: only then is counting them needed.
-    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
-
-
 class BoundedWebSocketAdapter(ASGIWebSocketAdapter):
     """Strawberry's adapter, closing the socket with 1009 on a message over the endpoint's
     byte limit. uvicorn refuses such a message before it is read (`ws_max_size`); this holds
@@ -145,6 +139,13 @@ class BoundedWebSocketAdapter(ASGIWebSocketAdapter):
             raise NonTextMessageReceived from error
         except WebSocketDisconnect:
             pass
+
+
+# Live subscriptions asked alike by many sockets run once (see `server.events.multiplex`).
+def query_of(message: SubscribeMessage | StartMessage) -> object:
+    """The document of a `subscribe` or `start`, whatever its shape (Strawberry checks that)."""
+    payload: object = message.get("payload")
+    return payload.get("query") if isinstance(payload, dict) else None
 
 
 # Live subscriptions asked alike by many sockets run once (see `server.events.multiplex`).
@@ -190,7 +191,7 @@ class TransportWsHandler(BaseGraphQLTransportWSHandler[Context, None]):
             # Strawberry closes the socket for each of these.
             await super().handle_subscribe(message)
             return
-        refusal = endpoint.admit(caller, len(self.operations))
+        refusal = endpoint.admit(caller, len(self.operations), query_of(message))
         if refusal is not None:
             error: TransportErrorMessage = {
                 "id": message["id"],
@@ -245,7 +246,7 @@ class LegacyWsHandler(BaseGraphQLWSHandler[Context, None]):
         running = sum(
             1 for key, task in self.tasks.items() if key != message["id"] and not task.done()
         )
-        refusal = endpoint.admit(caller, running)
+        refusal = endpoint.admit(caller, running, query_of(message))
         if refusal is not None:
             error: LegacyErrorMessage = {
                 "type": "error",

@@ -15,17 +15,12 @@ from graphql_engine.error_policy import (
     never,
 )
 from graphql_engine.limits import ExtensionFactory, QueryLimits, limit_extensions
+from graphql_engine.shared_execution import PlainEventExecutor, SharedEventExecutor
 from resolvers.mutations import Mutation
 from resolvers.query import Query
 from resolvers.sandbox import SandboxMutation
-from resolvers.subscriptions import SharedEventExecutor, Subscription
+from resolvers.subscriptions import Subscription
 from resolvers.types import Certificate, Withdrawal
-
-
-class PlainEventExecutor(SharedEventExecutor):
-    """graphql-core's regular execution of every field (the fast path's off switch)."""
-
-    fast = False
 
 
 @strawberry.type(name="Mutation")

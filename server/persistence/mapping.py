@@ -34,6 +34,7 @@ from server.persistence.tables import (
     CertificateDocumentRow,
     CertificateEventRow,
     CertificateRow,
+    ChangeFeedRow,
     IdempotencyKeyRow,
     WithdrawalRow,
 )
@@ -43,6 +44,7 @@ events: Table = CertificateEventRow.__table__  # type: ignore[assignment]
 withdrawals: Table = WithdrawalRow.__table__  # type: ignore[assignment]
 idempotency_keys: Table = IdempotencyKeyRow.__table__  # type: ignore[assignment]
 documents: Table = CertificateDocumentRow.__table__  # type: ignore[assignment]
+change_feed: Table = ChangeFeedRow.__table__  # type: ignore[assignment]
 
 # Withdrawal columns as selected beside a certificate row (LEFT JOIN), prefixed `w_`.
 E = TypeVar("E", bound=Enum)

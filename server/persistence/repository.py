@@ -2,7 +2,8 @@
 
 Reads run through the unit of work's reader (`database.reading`). Changes are queued as writes
 (functions of a connection) that the unit of work runs together, in one transaction, when it
-commits.
+commits; the status changes among them are queued for the change feed, which that transaction
+appends to last (`server.persistence.changes`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.sql.dml import Insert
 
 from domain import lifecycle
 from domain.model import Certificate, CertificateId, TenantId, Withdrawal, WithdrawalId
+from server.persistence.changes import feed_rows
 from server.persistence.database import Reader
 from server.persistence.mapping import (
     WITHDRAWAL_COLUMNS,
@@ -98,10 +100,13 @@ def _certificate(row: Any) -> Certificate | None:
 
 
 class SqlCertificateRepository:
-    def __init__(self, read: Reader | None, now: datetime, writes: list[Write]) -> None:
+    def __init__(
+        self, read: Reader | None, now: datetime, writes: list[Write], feed: list[dict[str, Any]]
+    ) -> None:
         self._read = read
         self._now = now
         self._writes = writes
+        self._feed = feed
 
     @property
     def _reader(self) -> Reader:
@@ -150,6 +155,7 @@ class SqlCertificateRepository:
     def add(self, certificate: Certificate) -> None:
         row = certificate_values(certificate, self._next_poll(certificate))
         history = [event_values(event) for event in certificate.new_events]
+        self._feed.extend(feed_rows(certificate.tenant_id, history))
 
         def write(connection: Connection) -> None:
             connection.execute(_INSERT_CERTIFICATE, row)
@@ -170,6 +176,7 @@ class SqlCertificateRepository:
             else None
         )
         history = [event_values(event) for event in certificate.new_events]
+        self._feed.extend(feed_rows(certificate.tenant_id, history))
 
         def write(connection: Connection) -> None:
             if connection.execute(_COMPARE_AND_SET, values).rowcount != 1:

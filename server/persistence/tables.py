@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     ForeignKey,
@@ -161,6 +162,29 @@ class CertificateEventRow(Base):
 
     __table_args__ = (
         Index("ux_certificate_events_cert_version", "certificate_id", "version", unique=True),
+    )
+
+
+class ChangeFeedRow(Base):
+    """The status changes (events whose status differs from the one before), numbered in the
+    order their transactions committed: what subscribers resume from (see
+    `server.persistence.changes`). Events themselves are ordered by their time, which is
+    stamped before the transaction commits and so can run ahead of commit order."""
+
+    __tablename__ = "change_feed"
+
+    # SQLite makes only INTEGER PRIMARY KEY the rowid (AUTOINCREMENT: never reused).
+    sequence: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ID)
+    certificate_id: Mapped[str] = mapped_column(ForeignKey("certificates.id"))
+    version: Mapped[int]
+
+    __table_args__ = (
+        Index("ix_change_feed_tenant_sequence", "tenant_id", "sequence"),
+        Index("ux_change_feed_cert_version", "certificate_id", "version", unique=True),
+        {"sqlite_autoincrement": True},
     )
 
 

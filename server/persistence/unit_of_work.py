@@ -6,9 +6,11 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Connection
 
+from server.persistence.changes import append_to_feed
 from server.persistence.database import Database
 from server.persistence.repository import (
     SqlCertificateRepository,
@@ -20,7 +22,8 @@ from server.persistence.repository import (
 
 class SqlUnitOfWork:
     """Opened for reading: reads (see `Database.reading`). Opened for writing: changes are
-    queued and `commit()` writes them in one writer transaction (see `Database.write`)."""
+    queued and `commit()` writes them in one writer transaction (see `Database.write`), the
+    status changes among them appended to the change feed last, just before it commits."""
 
     certificates: SqlCertificateRepository
     idempotency: SqlIdempotencyKeys
@@ -31,11 +34,12 @@ class SqlUnitOfWork:
         self._write = write
         self._open = AsyncExitStack()
         self._writes: list[Write] = []
+        self._feed: list[dict[str, Any]] = []
 
     async def __aenter__(self) -> SqlUnitOfWork:
         read = None if self._write else await self._open.enter_async_context(self._db.reading())
         now = self._clock()
-        self.certificates = SqlCertificateRepository(read, now, self._writes)
+        self.certificates = SqlCertificateRepository(read, now, self._writes, self._feed)
         self.idempotency = SqlIdempotencyKeys(read, now, self._writes)
         return self
 
@@ -47,15 +51,19 @@ class SqlUnitOfWork:
     ) -> None:
         # Changes not committed are dropped.
         self._writes.clear()
+        self._feed.clear()
         await self._open.aclose()
 
     async def commit(self) -> bool:
-        writes = list(self._writes)
+        writes, feed = list(self._writes), list(self._feed)
         self._writes.clear()
+        self._feed.clear()
 
         def transaction(connection: Connection) -> None:
             for write in writes:
                 write(connection)
+            # Last: on PostgreSQL it takes the feed's lock, held until the commit right after.
+            append_to_feed(connection, feed)
 
         try:
             await self._db.write(transaction)

@@ -14,7 +14,7 @@ import pytest
 from domain import lifecycle
 from domain.ca import CaUnavailable, DecisionKind, WithdrawalAnswer, WithdrawalReply
 from domain.commands import Application
-from domain.model import Certificate, CertificateId, TenantId, add_years
+from domain.model import Certificate, CertificateId, TenantId, Withdrawal, add_years
 from domain.results import (
     CaAlreadyApproved,
     CaUnreachable,
@@ -96,6 +96,20 @@ async def certificate_in(
     ca.calls.clear()
     fakes.publisher.published.clear()
     return stored
+
+
+async def withdrawn_then_decided(
+    fakes: Fakes, status: CertificateStatus, decision: DecisionKind
+) -> tuple[Certificate, Certificate, Withdrawal]:
+    """A certificate taken to `status`, its withdrawal submitted and, five minutes later, the
+    CA's `decision` synced: the certificate before, as stored after, and its withdrawal."""
+    before = await certificate_in(fakes, status)
+    submitted = await fakes.service.withdraw(ACME, before.id)
+    assert isinstance(submitted, WithdrawalSubmitted) and before.ca_order_id
+    fakes.clock.advance(minutes=5)
+    fakes.ca.decide(before.ca_order_id, decision)
+    assert await fakes.service.sync_with_ca([CertificateId(before.id)]) == 1
+    return before, fakes.store.stored(before.id), fakes.store.withdrawals[submitted.withdrawal.id]
 
 
 @pytest.fixture
@@ -295,19 +309,13 @@ async def test_concurrent_retries_with_one_key_both_get_the_winners_answer(fakes
 async def test_the_ca_approving_later_returns_the_certificate_to_pending_application(
     fakes: Fakes, status: CertificateStatus
 ) -> None:
-    before = await certificate_in(fakes, status)
-    submitted = await fakes.service.withdraw(ACME, before.id)
-    assert isinstance(submitted, WithdrawalSubmitted) and before.ca_order_id
-    fakes.clock.advance(minutes=5)
-    fakes.ca.decide(before.ca_order_id, DecisionKind.WITHDRAWAL_APPROVED)
+    before, stored, withdrawal = await withdrawn_then_decided(
+        fakes, status, DecisionKind.WITHDRAWAL_APPROVED
+    )
 
-    assert await fakes.service.sync_with_ca([CertificateId(before.id)]) == 1
-
-    stored = fakes.store.stored(before.id)
     assert stored.status is S.PENDING_APPLICATION
     assert stored.ca_order_id is None and stored.domain_validation is None
     assert stored.domains == before.domains
-    withdrawal = fakes.store.withdrawals[submitted.withdrawal.id]
     assert withdrawal.status is WithdrawalStatus.SUCCEEDED
     assert withdrawal.resolved_at == fakes.clock.now()
 
@@ -316,17 +324,12 @@ async def test_the_ca_approving_later_returns_the_certificate_to_pending_applica
 async def test_a_withdrawal_the_ca_rejects_returns_to_the_status_it_interrupted(
     fakes: Fakes, status: CertificateStatus
 ) -> None:
-    before = await certificate_in(fakes, status)
-    submitted = await fakes.service.withdraw(ACME, before.id)
-    assert isinstance(submitted, WithdrawalSubmitted) and before.ca_order_id
-    fakes.ca.decide(before.ca_order_id, DecisionKind.WITHDRAWAL_REJECTED)
+    before, stored, withdrawal = await withdrawn_then_decided(
+        fakes, status, DecisionKind.WITHDRAWAL_REJECTED
+    )
 
-    assert await fakes.service.sync_with_ca([CertificateId(before.id)]) == 1
-
-    stored = fakes.store.stored(before.id)
-    assert stored.status is status is submitted.withdrawal.previous_status
+    assert stored.status is status is withdrawal.previous_status
     assert stored.ca_order_id == before.ca_order_id
-    withdrawal = fakes.store.withdrawals[submitted.withdrawal.id]
     assert withdrawal.status is WithdrawalStatus.FAILED
     assert withdrawal.failure_reason is WithdrawalFailureReason.CA_REJECTED
     # Back under review, the application can be withdrawn again, with a new CA key.
@@ -336,16 +339,11 @@ async def test_a_withdrawal_the_ca_rejects_returns_to_the_status_it_interrupted(
 
 
 async def test_an_issue_decided_during_the_withdrawal_fails_it(fakes: Fakes) -> None:
-    before = await certificate_in(fakes, S.PENDING_ORGANIZATION_VERIFICATION)
-    submitted = await fakes.service.withdraw(ACME, before.id)
-    assert isinstance(submitted, WithdrawalSubmitted) and before.ca_order_id
-    fakes.ca.decide(before.ca_order_id, DecisionKind.ISSUED)
+    _, stored, withdrawal = await withdrawn_then_decided(
+        fakes, S.PENDING_ORGANIZATION_VERIFICATION, DecisionKind.ISSUED
+    )
 
-    assert await fakes.service.sync_with_ca([CertificateId(before.id)]) == 1
-
-    stored = fakes.store.stored(before.id)
     assert stored.status is S.ISSUED
-    withdrawal = fakes.store.withdrawals[submitted.withdrawal.id]
     assert withdrawal.failure_reason is WithdrawalFailureReason.CA_ALREADY_APPROVED
 
 

@@ -100,7 +100,8 @@ async def test_a_large_document_under_the_limit_is_answered_but_not_cached(
     server: Server,
 ) -> None:
     token, _ = await server.token("acme")
-    large = padded(VIEWER, 100 * 1024)
+    # Over the caches' entry bound, under the document limit.
+    large = padded(VIEWER, MAX_ENTRY_BYTES + 1024)
     async with socket(server) as ws:
         await initialised(ws, token)
         assert await ask(ws, large) == {"data": ACME}

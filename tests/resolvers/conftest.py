@@ -225,8 +225,8 @@ def settings_for(url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-async def start_api(url: str, *, run_background: bool = True) -> Api:
-    container = Container(settings_for(url), run_background=run_background)
+async def start_api(url: str, *, run_background: bool = True, **settings: Any) -> Api:
+    container = Container(settings_for(url, **settings), run_background=run_background)
     await container.start()
     acme = await container.tenants.ensure_tenant("acme")
     globex = await container.tenants.ensure_tenant("globex")

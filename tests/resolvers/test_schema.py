@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,29 @@ def parse(sdl: str) -> GraphQLSchema:
     return graphql.build_schema(sdl)
 
 
+def entry_differences(
+    label: str,
+    wanted: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    required: Callable[[Any], bool] | None = None,
+) -> list[str]:
+    """The fields (or arguments) of `wanted` that `ours` lacks or types differently and, with
+    `required`, those `ours` adds that a contract client could not leave out. `label` names
+    an entry: its `{}` is the entry's name."""
+    problems: list[str] = []
+    for key, entry in wanted.items():
+        mine = ours.get(key)
+        if mine is None:
+            problems.append(f"{label.format(key)} is missing")
+        elif str(mine.type) != str(entry.type):
+            problems.append(f"{label.format(key)} is {mine.type}, not {entry.type}")
+    if required is not None:
+        for key, mine in ours.items():
+            if key not in wanted and required(mine):
+                problems.append(f"{label.format(key)} is extra and required")
+    return problems
+
+
 def contract_differences(contract: GraphQLSchema, ours: GraphQLSchema) -> list[str]:
     """Everything the contract has that `ours` lacks or types differently (nullability too)."""
     problems: list[str] = []
@@ -59,41 +83,28 @@ def contract_differences(contract: GraphQLSchema, ours: GraphQLSchema) -> list[s
                     problems.append(f"union {name} lacks {member.name}")
         elif isinstance(wanted, GraphQLInputObjectType):
             assert isinstance(have, GraphQLInputObjectType)
-            for field_name, field in wanted.fields.items():
-                ours_field = have.fields.get(field_name)
-                if ours_field is None:
-                    problems.append(f"input {name}.{field_name} is missing")
-                elif str(ours_field.type) != str(field.type):
-                    problems.append(
-                        f"input {name}.{field_name} is {ours_field.type}, not {field.type}"
-                    )
-            for field_name, ours_field in have.fields.items():
-                if field_name not in wanted.fields and graphql.is_required_input_field(ours_field):
-                    problems.append(f"input {name}.{field_name} is extra and required")
+            problems += entry_differences(
+                f"input {name}.{{}}",
+                wanted.fields,
+                have.fields,
+                graphql.is_required_input_field,
+            )
         elif isinstance(wanted, GraphQLObjectType | GraphQLInterfaceType):
             assert isinstance(have, GraphQLObjectType | GraphQLInterfaceType)
             interfaces = {i.name for i in have.interfaces}
             for interface in wanted.interfaces:
                 if interface.name not in interfaces:
                     problems.append(f"{name} does not implement {interface.name}")
+            # A field the contract lacks is fine; it only adds to what a client may ask.
+            problems += entry_differences(f"{name}.{{}}", wanted.fields, have.fields)
             for field_name, field in wanted.fields.items():
-                ours_field = have.fields.get(field_name)
-                if ours_field is None:
-                    problems.append(f"{name}.{field_name} is missing")
-                    continue
-                if str(ours_field.type) != str(field.type):
-                    problems.append(f"{name}.{field_name} is {ours_field.type}, not {field.type}")
-                for arg_name, arg in field.args.items():
-                    ours_arg = ours_field.args.get(arg_name)
-                    if ours_arg is None:
-                        problems.append(f"{name}.{field_name}({arg_name}) is missing")
-                    elif str(ours_arg.type) != str(arg.type):
-                        problems.append(
-                            f"{name}.{field_name}({arg_name}) is {ours_arg.type}, not {arg.type}"
-                        )
-                for arg_name, ours_arg in ours_field.args.items():
-                    if arg_name not in field.args and graphql.is_required_argument(ours_arg):
-                        problems.append(f"{name}.{field_name}({arg_name}) is extra and required")
+                if (ours_field := have.fields.get(field_name)) is not None:
+                    problems += entry_differences(
+                        f"{name}.{field_name}({{}})",
+                        field.args,
+                        ours_field.args,
+                        graphql.is_required_argument,
+                    )
         else:
             assert isinstance(wanted, GraphQLScalarType)
     for root in ("query_type", "mutation_type", "subscription_type"):

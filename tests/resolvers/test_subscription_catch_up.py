@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from domain.model import CertificateId
-from domain.ports import StatusChange
+from domain.ports import ChangePosition, StatusChange
 from domain.statuses import CertificateStatus as S
+from resolvers.context import FeedChange
 from resolvers.ids import CERTIFICATE, local_id
 from resolvers.subscriptions import decode_change_cursor, encode_change_cursor
 from server.events.broker import QUEUE_LIMIT
@@ -58,8 +62,9 @@ async def test_a_subscriber_resuming_from_its_cursor_gets_the_missed_changes_the
         assert (live["certificate"]["id"], live["status"]) == (other, "PENDING_DOMAIN_VERIFICATION")
         assert resumed.pending() == 0
         # Each cursor moves forward: resuming from any of them gives what followed it.
-        positions = [decode_change_cursor(c["cursor"]) for c in [*missed, live]]
-        assert positions == sorted(positions) and len(set(positions)) == 3
+        sequences = [decode_change_cursor(c["cursor"]) for c in [*missed, live]]
+        assert all(isinstance(s, int) for s in sequences)
+        assert sequences == sorted(sequences) and len(set(sequences)) == 3
     finally:
         await resumed.close()
 
@@ -87,28 +92,87 @@ async def last_cursor(api: Api, certificate_id: str) -> str:
     return cursor
 
 
-FROM_THE_START = "WyIyMDAwLTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwiIiwwXQ=="
+FROM_THE_START = encode_change_cursor(0)
 
 
-def test_the_start_cursor_is_the_beginning_of_time() -> None:
-    start = decode_change_cursor(FROM_THE_START)
-    assert start.changed_at.year == 2000 and start.version == 0
-    assert encode_change_cursor(start) == FROM_THE_START
+def test_a_cursor_is_a_feed_sequence_and_old_cursors_still_decode() -> None:
+    assert decode_change_cursor(FROM_THE_START) == 0
+    assert decode_change_cursor(encode_change_cursor(2**63 - 1)) == 2**63 - 1
+    # Handed out before changes were numbered: [time, certificate id, version].
+    old = decode_change_cursor("WyIyMDAwLTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwiYyIsMV0=")
+    assert old == ChangePosition(datetime(2000, 1, 1, tzinfo=UTC), CertificateId("c"), 1)
+
+
+async def refusal(api: Api, cursor: str) -> Any:
+    stream = await api.schema.subscribe(
+        CATCH_UP,
+        variable_values={"ids": None, "after": cursor},
+        context_value=api.context(api.acme, cache=False),
+    )
+    result: Any = stream
+    if isinstance(stream, AsyncGenerator):
+        result = await anext(stream)
+        await stream.aclose()
+    assert result.errors, cursor
+    return result.errors[0]
 
 
 async def test_a_malformed_cursor_is_refused_as_bad_input(api: Api) -> None:
-    for cursor in ["not-a-cursor", "WyJ4Il0=", "WyIyMDAwLTAxLTAxVDAwOjAwOjAwIiwiIiwwXQ=="]:
+    for cursor in [
+        "not-a-cursor",
+        "WyJ4Il0=",  # ["x"]
+        "WyIyMDAwLTAxLTAxVDAwOjAwOjAwIiwiIiwwXQ==",  # an old cursor without a time zone
+        encode_change_cursor(-1),
+        encode_change_cursor(2**63),
+        "dHJ1ZQ==",  # true
+        "MQ" * 200,
+    ]:
+        error = await refusal(api, cursor)
+        assert error.extensions == {"code": "BAD_USER_INPUT"}, cursor
+
+
+async def test_an_old_cursor_resumes_after_its_change_and_one_naming_none_is_refused(
+    api: Api,
+) -> None:
+    watched = await api.applied("watched")
+    await api.data(WITHDRAW, {"id": watched})
+    new_cursor = await last_cursor(api, watched)
+    # The same change as a cursor named it before changes were numbered.
+    certificate_id = local_id(watched, CERTIFICATE)
+    assert certificate_id is not None
+    async with api.container.broker.subscribe(api.acme.tenant_id, after=0) as stream:
+        withdrawn = [await anext(aiter(stream)) for _ in range(3)][-1]
+    assert encode_change_cursor(withdrawn.sequence) == new_cursor
+    old_cursor = base64.urlsafe_b64encode(
+        orjson.dumps([withdrawn.change.changed_at.isoformat(), certificate_id, 3])
+    ).decode()
+
+    await api.decide(watched, "APPROVE")
+    await api.wait_for_status(watched, "PENDING_APPLICATION")
+    for cursor in (old_cursor, new_cursor):
         stream = await api.schema.subscribe(
             CATCH_UP,
             variable_values={"ids": None, "after": cursor},
             context_value=api.context(api.acme, cache=False),
         )
-        result: Any = stream
-        if isinstance(stream, AsyncGenerator):
-            result = await anext(stream)
-            await stream.aclose()
-        assert result.errors, cursor
-        assert result.errors[0].extensions == {"code": "BAD_USER_INPUT"}, cursor
+        assert isinstance(stream, AsyncGenerator)
+        resumed = Subscriber(stream)
+        try:
+            change = await resumed.next()
+        finally:
+            await resumed.close()
+        assert (change["certificate"]["id"], change["status"]) == (watched, "PENDING_APPLICATION")
+
+    # Another tenant's change, none at all, or one not made yet: refused, and nothing is left
+    # subscribed.
+    unknown = base64.urlsafe_b64encode(
+        orjson.dumps([withdrawn.change.changed_at.isoformat(), "nope", 3])
+    ).decode()
+    for cursor in (unknown, encode_change_cursor(10**12)):
+        error = await refusal(api, cursor)
+        assert error.extensions == {"code": "BAD_USER_INPUT"}
+        assert "names no change of yours" in error.message
+    assert api.container.broker.subscriber_count() == 0
 
 
 async def test_a_subscriber_too_far_behind_is_told_to_resume_from_its_cursor(api: Api) -> None:
@@ -132,16 +196,19 @@ async def test_a_subscriber_too_far_behind_is_told_to_resume_from_its_cursor(api
     now = datetime.now(UTC)
     broker.deliver(
         [
-            StatusChange(
-                api.acme.tenant_id,
-                CertificateId(certificate_id),
-                S.PENDING_APPLICATION,
-                S.PENDING_DOMAIN_VERIFICATION,
-                now,
-                2,
+            FeedChange(
+                sequence,
+                StatusChange(
+                    api.acme.tenant_id,
+                    CertificateId(certificate_id),
+                    S.PENDING_APPLICATION,
+                    S.PENDING_DOMAIN_VERIFICATION,
+                    now,
+                    2,
+                ),
             )
+            for sequence in range(1, QUEUE_LIMIT + 2)
         ]
-        * (QUEUE_LIMIT + 1)
     )
     results = [await first]
     try:

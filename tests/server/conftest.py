@@ -18,6 +18,7 @@ from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
 from server.events.broker import Broker
 from server.migrate import upgrade
+from server.persistence.changes import SqlChangeHistory
 from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -52,7 +53,7 @@ async def build_stack(url: str, clock: Clock | None = None, db: Database | None 
     clock = clock or SystemClock()
     db = db or Database(url)
     ca = SimulatedCa(SqlOrderBook(db), clock.now, auto_decide_seconds=0)
-    broker = Broker()
+    broker = Broker(SqlChangeHistory(db))
     uow = SqlUnitOfWorkFactory(db, clock.now)
     service = CertificateService(uow, ca, clock, broker)
     tenants = TenantStore(db)

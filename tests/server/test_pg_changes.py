@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url
 
 from domain.model import TenantId
-from domain.ports import StatusChange
 from domain.statuses import CertificateStatus, CertificateType, DomainType
+from resolvers.context import FeedChange
 from server.container import Container
 from server.migrate import upgrade
 from server.seed import drive_to
@@ -30,16 +30,16 @@ class Listener:
     """Collects what one subscription of one container hears, in the background."""
 
     def __init__(self) -> None:
-        self.heard: list[StatusChange] = []
+        self.heard: list[FeedChange] = []
         self._arrived = asyncio.Condition()
 
-    async def pump(self, stream: AsyncIterator[StatusChange]) -> None:
+    async def pump(self, stream: AsyncIterator[FeedChange]) -> None:
         async for change in stream:
             async with self._arrived:
                 self.heard.append(change)
                 self._arrived.notify_all()
 
-    async def until(self, count: int) -> list[StatusChange]:
+    async def until(self, count: int) -> list[FeedChange]:
         async with asyncio.timeout(15), self._arrived:
             await self._arrived.wait_for(lambda: len(self.heard) >= count)
         return list(self.heard)
@@ -71,8 +71,8 @@ def counter(container: Container, name: str) -> float | None:
     return registry.get_sample_value(name)
 
 
-def keys(changes: list[StatusChange]) -> list[tuple[str, int, CertificateStatus]]:
-    return [(c.certificate_id, c.version, c.status) for c in changes]
+def keys(changes: list[FeedChange]) -> list[tuple[str, int, CertificateStatus]]:
+    return [(c.change.certificate_id, c.change.version, c.change.status) for c in changes]
 
 
 async def test_a_change_reaches_the_subscribers_of_every_process_exactly_once(
@@ -107,7 +107,8 @@ async def test_a_change_reaches_the_subscribers_of_every_process_exactly_once(
         for listener in (on_a, on_b):
             heard = await listener.until(4)
             assert keys(heard)[:3] == expected
-            assert heard[3].status is S.PENDING_APPLICATION and heard[3].certificate_id != made
+            assert heard[3].change.status is S.PENDING_APPLICATION
+            assert heard[3].change.certificate_id != made
             assert len(listener.heard) == 4
     # Every change was announced once, heard by both processes, delivered once in each.
     assert counter(a, "certgraph_changes_published_total") == 4
