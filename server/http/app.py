@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from server.container import Container
 from server.heap import settled_heap
-from server.http.graphql_app import graphql_routes
+from server.http.graphql_routes import graphql_routes
 from server.http.metrics import HttpMetrics, MetricsMiddleware
 from server.persistence.database import Database
 from server.settings import Settings

@@ -26,7 +26,6 @@ from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -40,10 +39,7 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from graphql_engine.error_policy import SERVICE_UNAVAILABLE
-from graphql_engine.limits import QueryLimits
-from resolvers.connection import DEFAULT_PAGE, MAX_PAGE
 from resolvers.context import Caller, Context, Services
-from server.container import Container
 from server.http import media_types
 from server.http.auth import Authenticator, bearer
 from server.http.errors import (
@@ -75,10 +71,7 @@ from server.http.graphql_ws import (
 from server.http.media_types import GRAPHQL_RESPONSE, JSON
 from server.http.outages import is_outage
 from server.http.rate_limit import TokenBuckets
-from server.http.schema import build_schema
 from server.http.subscription_quota import ConnectionQuota, SubscriptionQuota
-from server.persistence.queries import SqlCertificateReader
-from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -373,63 +366,3 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             admit_connection(self.connections, context, caller.tenant_id)
         context.caller = caller
         return NO_ACK_PAYLOAD
-
-
-def sandbox_enabled(container: Container) -> bool:
-    """The sandbox mutations drive the simulated CA: on only when asked for and running."""
-    return container.settings.sandbox and container.sim_ca is not None
-
-
-def api_services(container: Container) -> Services:
-    return Services(
-        certificates=container.service,
-        reader=SqlCertificateReader(container.db, search_index=container.settings.search_index),
-        changes=container.broker,
-        sandbox=container.sandbox if sandbox_enabled(container) else None,
-    )
-
-
-def graphql_endpoint(container: Container) -> GraphQLEndpoint:
-    settings: Settings = container.settings
-    schema = build_schema(
-        sandbox_enabled(container),
-        production=settings.env == "production",
-        # GraphiQL is of no use without introspection: turning it on turns that on.
-        introspection=settings.introspection_enabled or settings.graphiql_enabled,
-        limits=QueryLimits(
-            max_depth=settings.max_depth,
-            max_aliases=settings.max_aliases,
-            max_tokens=settings.max_tokens,
-            max_cost=settings.max_cost,
-            max_directives=settings.max_directives,
-            max_field_comparisons=settings.max_field_comparisons,
-            default_page=DEFAULT_PAGE,
-            max_page=MAX_PAGE,
-        ),
-        is_outage=is_outage,
-        fast_executor=settings.fast_executor,
-    )
-    return GraphQLEndpoint(
-        schema,
-        api_services(container),
-        Authenticator(container.tenants, auth_off=settings.auth == "off"),
-        graphiql=settings.graphiql_enabled,
-        max_body_bytes=settings.max_body_bytes,
-        max_document_bytes=settings.max_document_bytes,
-        allowed_origins=settings.cors_origins,
-        ws_init_timeout_seconds=settings.ws_init_timeout_seconds,
-        quota=SubscriptionQuota(
-            per_connection=settings.max_subscriptions_per_connection,
-            per_tenant=settings.max_subscriptions_per_tenant,
-        ),
-        rate_limit=TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst),
-        connections=ConnectionQuota(
-            per_process=settings.max_ws_connections,
-            per_tenant=settings.max_ws_connections_per_tenant,
-        ),
-    )
-
-
-def graphql_routes(container: Container) -> list[BaseRoute]:
-    endpoint = graphql_endpoint(container)
-    return [Route("/graphql", endpoint), WebSocketRoute("/graphql", endpoint)]

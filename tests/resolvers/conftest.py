@@ -20,7 +20,7 @@ from domain.model import TenantId, new_id
 from resolvers.context import Caller, Context
 from resolvers.ids import CERTIFICATE, to_global_id
 from server.container import Container
-from server.http.graphql_app import api_services
+from server.http.graphql_routes import api_services
 from server.http.schema import build_schema
 from server.migrate import upgrade
 from server.persistence.mapping import certificates, events, withdrawals
