@@ -171,10 +171,14 @@ class Generator:
 
 def as_json(result: Any) -> bytes:
     # The order of errors is not the spec's to fix: concurrent fields fail in any order.
-    errors = sorted(
+    errors: list[Any] = sorted(
         (error.formatted for error in result.errors or []),
         key=lambda error: orjson.dumps(error, option=orjson.OPT_SORT_KEYS),
     )
+    if result.data is None and errors:
+        # A non-null field failed and nulled the whole answer: which of the fields running
+        # beside it had failed too by then is timing, not the executor. What failed must match.
+        errors = sorted({(e["message"], e.get("extensions", {}).get("code")) for e in errors})
     return orjson.dumps({"data": result.data, "errors": errors}, option=orjson.OPT_SORT_KEYS)
 
 
