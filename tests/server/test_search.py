@@ -397,7 +397,7 @@ async def test_searches_follow_creation_domain_changes_renames_and_deletion(stac
 
     # Removing the row takes it out of the index.
     async with _writing(stack.engine) as connection:
-        for table in ("certificate_events", "certificate_documents", "withdrawals"):
+        for table in ("certificate_events", "certificate_documents", "withdrawals", "change_feed"):
             await connection.execute(
                 text(f"DELETE FROM {table} WHERE certificate_id = :id"), {"id": certificate_id}
             )
