@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +17,6 @@ from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
 from server.events.broker import Broker
-from server.migrate import upgrade
 from server.persistence.changes import SqlChangeHistory
 from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
@@ -85,13 +83,6 @@ async def db(db_url: str) -> AsyncIterator[Database]:
     db = Database(db_url)
     yield db
     await db.dispose()
-
-
-@pytest.fixture
-async def migrated_sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'certgraph.db'}"
-    await upgrade(url)
-    return url
 
 
 @pytest.fixture
