@@ -41,6 +41,13 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+async def migrated_sqlite_url(sqlite_url: str) -> str:
+    """A SQLite file migrated to the latest revision."""
+    await upgrade(sqlite_url)
+    return sqlite_url
+
+
+@pytest.fixture
 async def pg_url() -> str:
     """The PostgreSQL test database with an empty `public` schema (no tables)."""
     return await _empty_postgres()

@@ -1,5 +1,6 @@
 """Test helpers: waiting on a condition with a deadline, running the `certgraph` CLI, stopping
-a child process, and counting the SQL statements a database runs."""
+a child process, counting the SQL statements a database runs, making a named certificate in a
+given status, running alembic, and reading rows back in plain SQL."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from alembic import command
+from sqlalchemy import Connection, event, text
 
+from domain.model import CertificateId, TenantId
+from domain.sandbox import Sandbox
+from domain.service import CertificateService
+from domain.statuses import CertificateStatus
+from server.migrate import alembic_config
 from server.persistence.database import Database
+from server.seed import drive_to
 
 CERTGRAPH = str(Path(sys.executable).parent / "certgraph")
 
@@ -96,3 +104,47 @@ def counting_statements(db: Database) -> Iterator[list[str]]:
     finally:
         for sync_engine in engines:
             event.remove(sync_engine, "before_cursor_execute", record)
+
+
+async def drive_named(
+    service: CertificateService,
+    sandbox: Sandbox,
+    tenant: TenantId,
+    name: str,
+    status: CertificateStatus = CertificateStatus.PENDING_DOMAIN_VERIFICATION,
+    *,
+    present: CertificateService | None = None,
+) -> CertificateId:
+    """A certificate called `name` for `name`.example.com, taken to `status` (by default the
+    state in which it has a CA order and can be withdrawn) as `server.seed.drive_to` does."""
+    return await drive_to(
+        service, sandbox, tenant, status, name=name, domain=f"{name}.example.com", present=present
+    )
+
+
+async def alembic(url: str, action: str, target: str) -> None:
+    """`alembic upgrade|downgrade target` on the database at `url`, as the CLI would run it."""
+
+    def run(connection: Connection) -> None:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, target)
+
+    db = Database(url)
+    try:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(run)
+    finally:
+        await db.dispose()
+
+
+async def sql_rows(db: Database, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one plain-SQL query, for checking what a test left in the database."""
+    async with db.engine.connect() as connection:
+        return [tuple(row) for row in await connection.execute(text(sql), params)]
+
+
+async def sql_scalar(db: Database, sql: str, **params: Any) -> Any:
+    """The first column of the first row of one plain-SQL query (None when there is none)."""
+    async with db.engine.connect() as connection:
+        return await connection.scalar(text(sql), params)

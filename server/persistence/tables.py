@@ -254,10 +254,10 @@ class SimCaOrderRow(Base):
     private_key_pem: Mapped[str | None] = mapped_column(Text)
 
 
-class SimCaDecisionRow(Base):
-    __tablename__ = "simca_decisions"
+class DecisionColumns:
+    """A CA's log of decisions, one row per decision on an order (after its `order_id`, which
+    each log keys to its own orders table)."""
 
-    order_id: Mapped[str] = mapped_column(ForeignKey("simca_orders.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime]
@@ -265,6 +265,12 @@ class SimCaDecisionRow(Base):
     records: Mapped[list[Any]] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(Text)
     certificate_pem: Mapped[str | None] = mapped_column(Text)
+
+
+class SimCaDecisionRow(DecisionColumns, Base):
+    __tablename__ = "simca_decisions"
+
+    order_id: Mapped[str] = mapped_column(ForeignKey("simca_orders.id"), primary_key=True)
 
 
 class SimCaSettingRow(Base):
@@ -326,14 +332,7 @@ class AcmeOrderRow(Base):
     updated_at: Mapped[datetime]
 
 
-class AcmeDecisionRow(Base):
+class AcmeDecisionRow(DecisionColumns, Base):
     __tablename__ = "acme_decisions"
 
     order_id: Mapped[str] = mapped_column(ForeignKey("acme_orders.id"), primary_key=True)
-    seq: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    at: Mapped[datetime]
-    issued_at: Mapped[datetime | None]
-    records: Mapped[list[Any]] = mapped_column(JSON)
-    message: Mapped[str | None] = mapped_column(Text)
-    certificate_pem: Mapped[str | None] = mapped_column(Text)

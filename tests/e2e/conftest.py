@@ -22,7 +22,6 @@ from domain.model import TenantId
 from server.container import Container
 from server.http.app import create_app
 from server.http.serving import serving_config
-from server.migrate import upgrade
 from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.settings import Settings
@@ -120,19 +119,13 @@ ServerFactory = Callable[..., Server]
 
 
 @pytest.fixture
-async def migrated_url(sqlite_url: str) -> str:
-    await upgrade(sqlite_url)
-    return sqlite_url
-
-
-@pytest.fixture
-def start_server(migrated_url: str) -> Iterator[ServerFactory]:
+def start_server(migrated_sqlite_url: str) -> Iterator[ServerFactory]:
     """Starts servers over one migrated SQLite file; all are stopped after the test.
     Keyword arguments are settings; `serving` overrides `serving_config`'s options."""
     with _Servers() as servers:
 
         def start(*, serving: dict[str, Any] | None = None, **overrides: Any) -> Server:
-            return servers.start(settings_for(migrated_url, **overrides), **(serving or {}))
+            return servers.start(settings_for(migrated_sqlite_url, **overrides), **(serving or {}))
 
         yield start
 

@@ -22,7 +22,6 @@ from resolvers.ids import CERTIFICATE, to_global_id
 from server.container import Container
 from server.http.graphql_routes import api_services
 from server.http.schema import build_schema
-from server.migrate import upgrade
 from server.persistence.mapping import certificates, events, withdrawals
 from server.settings import Settings
 
@@ -239,23 +238,17 @@ async def start_api(url: str, *, run_background: bool = True, **settings: Any) -
 
 
 @pytest.fixture
-async def migrated_url(sqlite_url: str) -> str:
-    await upgrade(sqlite_url)
-    return sqlite_url
-
-
-@pytest.fixture
-async def api(migrated_url: str) -> AsyncIterator[Api]:
+async def api(migrated_sqlite_url: str) -> AsyncIterator[Api]:
     """The container with its CA worker polling every 50 ms; the CA decides only when told."""
-    started = await start_api(migrated_url)
+    started = await start_api(migrated_sqlite_url)
     yield started
     await started.container.close()
 
 
 @pytest.fixture
-async def still_api(migrated_url: str) -> AsyncIterator[Api]:
+async def still_api(migrated_sqlite_url: str) -> AsyncIterator[Api]:
     """No background worker: the service learns nothing from the CA on its own."""
-    started = await start_api(migrated_url, run_background=False)
+    started = await start_api(migrated_sqlite_url, run_background=False)
     yield started
     await started.container.close()
 

@@ -41,8 +41,8 @@ STATUSES = [
 
 
 @pytest.fixture
-async def seeded(migrated_url: str) -> AsyncIterator[tuple[Api, list[str], Caller]]:
-    api = await start_api(migrated_url, run_background=False)
+async def seeded(migrated_sqlite_url: str) -> AsyncIterator[tuple[Api, list[str], Caller]]:
+    api = await start_api(migrated_sqlite_url, run_background=False)
     engine = api.container.db.engine
     start = datetime(2026, 1, 1, tzinfo=UTC)
     ids = [

@@ -358,12 +358,12 @@ def test_no_allowed_search_reaches_sqlites_like_pattern_limit() -> None:
 
 
 async def test_with_the_search_index_switched_off_searches_agree_without_it(
-    api: Api, migrated_url: str
+    api: Api, migrated_sqlite_url: str
 ) -> None:
     engine, tenant = api.container.db.engine, api.acme.tenant_id
     needle = await insert_certificate(engine, tenant, name="Needle 100%", created_at=at(1))
     await insert_certificate(engine, tenant, name="needle 1000", created_at=at(2))
-    off = Container(settings_for(migrated_url, search_index=False), run_background=False)
+    off = Container(settings_for(migrated_sqlite_url, search_index=False), run_background=False)
     await off.start()
     try:
         for each, through_index in ((api, True), (replace(api, container=off), False)):

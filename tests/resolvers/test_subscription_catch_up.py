@@ -44,13 +44,7 @@ async def test_a_subscriber_resuming_from_its_cursor_gets_the_missed_changes_the
     await api.wait_for_status(watched, "PENDING_APPLICATION")
     await api.data(WITHDRAW, {"id": other})
 
-    stream = await api.schema.subscribe(
-        CATCH_UP,
-        variable_values={"ids": None, "after": cursor},
-        context_value=api.context(api.acme, cache=False),
-    )
-    assert isinstance(stream, AsyncGenerator)
-    resumed = Subscriber(stream)
+    resumed = await resume(api, cursor)
     try:
         missed = [await resumed.next(), await resumed.next()]
         assert [(c["certificate"]["id"], c["status"]) for c in missed] == [
@@ -69,16 +63,26 @@ async def test_a_subscriber_resuming_from_its_cursor_gets_the_missed_changes_the
         await resumed.close()
 
 
+async def catch_up(api: Api, after: str | None, ids: list[str] | None = None) -> Any:
+    """The catch-up subscription of acme's caller (the stream, or the refusal as a result)."""
+    return await api.schema.subscribe(
+        CATCH_UP,
+        variable_values={"ids": ids, "after": after},
+        context_value=api.context(api.acme, cache=False),
+    )
+
+
+async def resume(api: Api, after: str, ids: list[str] | None = None) -> Subscriber:
+    """A subscriber collecting the changes after the cursor `after`, in the background."""
+    stream = await catch_up(api, after, ids)
+    assert isinstance(stream, AsyncGenerator)
+    return Subscriber(stream)
+
+
 async def last_cursor(api: Api, certificate_id: str) -> str:
     """The cursor a subscriber got with the latest change of `certificate_id`, as it would
     have it: replayed from the start of the history."""
-    stream = await api.schema.subscribe(
-        CATCH_UP,
-        variable_values={"ids": [certificate_id], "after": FROM_THE_START},
-        context_value=api.context(api.acme, cache=False),
-    )
-    assert isinstance(stream, AsyncGenerator)
-    subscriber = Subscriber(stream)
+    subscriber = await resume(api, FROM_THE_START, [certificate_id])
     try:
         changes = [await subscriber.next() for _ in range(3)]
     finally:
@@ -104,11 +108,7 @@ def test_a_cursor_is_a_feed_sequence_and_old_cursors_still_decode() -> None:
 
 
 async def refusal(api: Api, cursor: str) -> Any:
-    stream = await api.schema.subscribe(
-        CATCH_UP,
-        variable_values={"ids": None, "after": cursor},
-        context_value=api.context(api.acme, cache=False),
-    )
+    stream = await catch_up(api, cursor)
     result: Any = stream
     if isinstance(stream, AsyncGenerator):
         result = await anext(stream)
@@ -150,13 +150,7 @@ async def test_an_old_cursor_resumes_after_its_change_and_one_naming_none_is_ref
     await api.decide(watched, "APPROVE")
     await api.wait_for_status(watched, "PENDING_APPLICATION")
     for cursor in (old_cursor, new_cursor):
-        stream = await api.schema.subscribe(
-            CATCH_UP,
-            variable_values={"ids": None, "after": cursor},
-            context_value=api.context(api.acme, cache=False),
-        )
-        assert isinstance(stream, AsyncGenerator)
-        resumed = Subscriber(stream)
+        resumed = await resume(api, cursor)
         try:
             change = await resumed.next()
         finally:
@@ -179,11 +173,7 @@ async def test_a_subscriber_too_far_behind_is_told_to_resume_from_its_cursor(api
     global_id = await api.applied()
     certificate_id = local_id(global_id, CERTIFICATE)
     assert certificate_id is not None
-    stream = await api.schema.subscribe(
-        CATCH_UP,
-        variable_values={"ids": None, "after": None},
-        context_value=api.context(api.acme, cache=False),
-    )
+    stream = await catch_up(api, None)
     assert isinstance(stream, AsyncGenerator)
     broker = api.container.broker
     first = asyncio.create_task(anext(stream))

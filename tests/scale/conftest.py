@@ -25,15 +25,13 @@ from gql.transport.websockets import WebsocketsTransport
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.model import CertificateId, TenantId
-from domain.statuses import CertificateStatus
 from resolvers.ids import CERTIFICATE, local_id, to_global_id
 from server.container import Container
 from server.migrate import upgrade
 from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
-from server.seed import drive_to
 from server.settings import Settings
-from tests.support import CERTGRAPH, cli_env, free_port, reap
+from tests.support import CERTGRAPH, cli_env, drive_named, free_port, reap
 
 TRANSPORT_WS = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL  # graphql-transport-ws
 
@@ -211,13 +209,8 @@ class Cluster:
 
         async def one(number: int) -> CertificateId:
             async with gate:
-                return await drive_to(
-                    container.service,
-                    sandbox,
-                    self.tenant,
-                    CertificateStatus.PENDING_DOMAIN_VERIFICATION,
-                    name=f"scale-{number:04}",
-                    domain=f"scale-{number:04}.example.com",
+                return await drive_named(
+                    container.service, sandbox, self.tenant, f"scale-{number:04}"
                 )
 
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -13,16 +12,17 @@ from domain.model import Certificate, CertificateId, TenantId
 from domain.ports import Clock
 from domain.sandbox import Sandbox
 from domain.service import CertificateService
+from domain.statuses import CertificateStatus
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.clock import SystemClock
 from server.events.broker import Broker
-from server.migrate import upgrade
 from server.persistence.changes import SqlChangeHistory
 from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from server.persistence.unit_of_work import SqlUnitOfWorkFactory
 from server.worker import CaWorker
+from tests.support import drive_named
 
 
 @dataclass
@@ -48,6 +48,12 @@ class Stack:
         assert certificate is not None
         return certificate
 
+    async def drive(
+        self, name: str, status: CertificateStatus = CertificateStatus.PENDING_DOMAIN_VERIFICATION
+    ) -> CertificateId:
+        """A certificate of the first tenant called `name`, taken to `status` (see drive_named)."""
+        return await drive_named(self.service, self.sandbox, self.tenant, name, status)
+
 
 async def build_stack(url: str, clock: Clock | None = None, db: Database | None = None) -> Stack:
     clock = clock or SystemClock()
@@ -72,10 +78,11 @@ async def stack(db_url: str) -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
-async def migrated_sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'certgraph.db'}"
-    await upgrade(url)
-    return url
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """A Database over each real database, migrated."""
+    db = Database(db_url)
+    yield db
+    await db.dispose()
 
 
 @pytest.fixture

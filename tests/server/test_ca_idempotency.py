@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
 
 from domain.ca import OrderRequest, WithdrawalAnswer
 from domain.results import CertificateChanged, InvalidState, WithdrawalSubmitted
@@ -16,9 +15,9 @@ from domain.statuses import CertificateStatus, CertificateType, ValidationMethod
 from server.ca.simulated import SimulatedCa
 from server.ca.sql_book import SqlOrderBook
 from server.persistence.database import Database
-from server.seed import drive_to
 from tests.server.conftest import Stack
 from tests.server.memory_book import MemoryOrderBook
+from tests.support import sql_rows
 
 S = CertificateStatus
 
@@ -28,26 +27,16 @@ def clock() -> datetime:
 
 
 async def requests_of(stack: Stack, order_id: str) -> list[tuple[str, str, int]]:
-    async with stack.engine.connect() as connection:
-        rows = await connection.execute(
-            text(
-                "SELECT key, operation, calls FROM simca_requests "
-                "WHERE order_id = :order ORDER BY created_at"
-            ),
-            {"order": order_id},
-        )
-        return [(row[0], row[1], row[2]) for row in rows]
+    return await sql_rows(
+        stack.db,
+        "SELECT key, operation, calls FROM simca_requests "
+        "WHERE order_id = :order ORDER BY created_at",
+        order=order_id,
+    )
 
 
 async def pending(stack: Stack, name: str) -> tuple[str, str]:
-    certificate_id = await drive_to(
-        stack.service,
-        stack.sandbox,
-        stack.tenant,
-        S.PENDING_DOMAIN_VERIFICATION,
-        name=name,
-        domain=f"{name}.example.com",
-    )
+    certificate_id = await stack.drive(name)
     order_id = (await stack.load(certificate_id)).ca_order_id
     assert order_id is not None
     return certificate_id, order_id

@@ -4,37 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from alembic import command
-from sqlalchemy import Connection, insert, inspect, select, text
+from sqlalchemy import insert, inspect, select, text
 
 from domain.model import CertificateId, TenantId
 from domain.statuses import CertificateStatus
-from server.migrate import alembic_config, upgrade
+from server.migrate import upgrade
 from server.persistence.database import Database
 from server.persistence.mapping import certificates, change_feed, events
 from server.seed import drive_to
 from tests.server.conftest import build_stack
+from tests.support import alembic
 
 S = CertificateStatus
 # Before anything the service stamps in the test.
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
-
-
-async def _run(url: str, action: str, target: str) -> None:
-    """`alembic upgrade|downgrade target` on the database at `url`."""
-
-    def run(connection: Connection) -> None:
-        config = alembic_config(url)
-        config.attributes["connection"] = connection
-        getattr(command, action)(config, target)
-
-    db = Database(url)
-    engine = db.engine
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(run)
-    finally:
-        await db.dispose()
 
 
 def _certificate(certificate_id: str, tenant_id: str) -> dict[str, object]:
@@ -73,7 +56,7 @@ def _event(certificate_id: str, version: int, from_: str | None, to: str, second
 async def test_recorded_changes_are_numbered_in_time_order_and_new_ones_follow(
     empty_db_url: str,
 ) -> None:
-    await _run(empty_db_url, "upgrade", "0003")
+    await alembic(empty_db_url, "upgrade", "0003")
     db = Database(empty_db_url)
     engine = db.engine
     try:
@@ -130,7 +113,7 @@ async def test_recorded_changes_are_numbered_in_time_order_and_new_ones_follow(
     ]
 
     # Down and up again: the feed goes, the events stay, and the feed is rebuilt from them.
-    await _run(empty_db_url, "downgrade", "-1")
+    await alembic(empty_db_url, "downgrade", "-1")
     db = Database(empty_db_url)
     engine = db.engine
     try:

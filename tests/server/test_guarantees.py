@@ -19,30 +19,20 @@ from domain.results import (
 )
 from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus, WithdrawalFailureReason, WithdrawalStatus
-from server.seed import drive_to
 from tests.server.conftest import Stack
-from tests.support import cli_env, free_port, stop_process
+from tests.support import cli_env, free_port, sql_scalar, stop_process
 
 S = CertificateStatus
 
 
 async def pending(stack: Stack, name: str) -> str:
-    return await drive_to(
-        stack.service,
-        stack.sandbox,
-        stack.tenant,
-        S.PENDING_DOMAIN_VERIFICATION,
-        name=name,
-        domain=f"{name}.example.com",
-    )
+    return await stack.drive(name)
 
 
 async def withdrawal_count(stack: Stack, certificate_id: str) -> int:
-    async with stack.engine.connect() as connection:
-        count = await connection.scalar(
-            text("SELECT count(*) FROM withdrawals WHERE certificate_id = :id"),
-            {"id": certificate_id},
-        )
+    count = await sql_scalar(
+        stack.db, "SELECT count(*) FROM withdrawals WHERE certificate_id = :id", id=certificate_id
+    )
     return int(count or 0)
 
 

@@ -6,15 +6,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
-from server.migrate import alembic_config, head_revisions, is_current, upgrade
+from server.migrate import head_revisions, is_current, upgrade
 from server.persistence.database import Database
 from server.persistence.search import INDEX_TABLES, is_schema_object
 from server.persistence.tables import Base
+from tests.support import alembic
 
 T = TypeVar("T")
 
@@ -128,19 +128,7 @@ async def test_two_upgrades_at_once_take_turns(empty_db_url: str) -> None:
 
 
 async def test_downgrading_to_base_removes_every_table(db_url: str) -> None:
-    def downgrade_to_base(connection: Connection) -> None:
-        config = alembic_config(db_url)
-        config.attributes["connection"] = connection
-        command.downgrade(config, "base")
-
-    db = Database(db_url)
-    engine = db.engine
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(downgrade_to_base)
-    finally:
-        await db.dispose()
-
+    await alembic(db_url, "downgrade", "base")
     assert await _inspect(db_url, _table_names) == {"alembic_version"}
     assert not await is_current(db_url)
 

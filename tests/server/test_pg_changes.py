@@ -20,8 +20,8 @@ from domain.statuses import CertificateStatus, CertificateType, DomainType
 from resolvers.context import FeedChange
 from server.container import Container
 from server.migrate import upgrade
-from server.seed import drive_to
 from server.settings import Settings
+from tests.support import drive_named
 
 S = CertificateStatus
 
@@ -85,9 +85,7 @@ async def test_a_change_reaches_the_subscribers_of_every_process_exactly_once(
         on_a = await listening(a, tenant, stack)
         on_b = await listening(b, tenant, stack)
         assert a.sim_ca is not None
-        made = await drive_to(
-            a.service, a.sandbox, tenant, S.PENDING_DOMAIN_VERIFICATION, name="x", domain="x.io"
-        )
+        made = await drive_named(a.service, a.sandbox, tenant, "x")
         await a.service.withdraw(tenant, made)
         # A last change, heard after the others: nothing was delivered twice before it.
         await a.service.create_certificate(
@@ -125,9 +123,7 @@ async def test_a_process_that_lost_its_listening_connection_catches_up_once_back
     tenant = (await a.tenants.ensure_tenant("acme")).id
     async with AsyncExitStack() as stack:
         on_b = await listening(b, tenant, stack)
-        before = await drive_to(
-            a.service, a.sandbox, tenant, S.PENDING_DOMAIN_VERIFICATION, name="b", domain="b.io"
-        )
+        before = await drive_named(a.service, a.sandbox, tenant, "b")
         assert len(await on_b.until(2)) == 2
 
         # B's connection drops, and B cannot reconnect for a while.
@@ -144,9 +140,7 @@ async def test_a_process_that_lost_its_listening_connection_catches_up_once_back
             while b.pg_changes.listening.is_set():  # noqa: ASYNC110 - no event marks a drop
                 await asyncio.sleep(0.01)
 
-        during = await drive_to(
-            a.service, a.sandbox, tenant, S.PENDING_DOMAIN_VERIFICATION, name="d", domain="d.io"
-        )
+        during = await drive_named(a.service, a.sandbox, tenant, "d")
         await a.service.withdraw(tenant, before)
         monkeypatch.setattr(b.pg_changes, "_dsn", dsn)
 

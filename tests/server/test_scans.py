@@ -23,8 +23,8 @@ from resolvers.ids import CERTIFICATE, to_global_id
 from server.http.app import create_app
 from server.migrate import upgrade
 from server.persistence.tenants import TenantStore, hash_token
-from server.seed import drive_to
 from server.settings import Settings
+from tests.support import drive_named
 
 CERTIFICATES = 100_000
 # One in ten is EV: counting them reads every row of the tenant (no index has the type).
@@ -213,13 +213,8 @@ async def test_reads_by_key_give_the_same_answers_on_the_event_loop_and_on_reade
                 tenant = await TenantStore(container.db).tenant_for_token(token)
                 assert tenant is not None
                 ids = [
-                    await drive_to(
-                        container.service,
-                        container.sandbox,
-                        tenant.id,
-                        status,
-                        name=f"same-{n}",
-                        domain=f"same-{n}.example.com",
+                    await drive_named(
+                        container.service, container.sandbox, tenant.id, f"same-{n}", status
                     )
                     for n, status in enumerate(SAME_STATUSES)
                 ]

@@ -37,8 +37,9 @@ from domain.statuses import (
     WithdrawalStatus,
 )
 from server.migrate import alembic_config
-from server.seed import ShiftedClock, drive_to
+from server.seed import ShiftedClock
 from tests.server.conftest import Stack, build_stack
+from tests.support import drive_named, sql_rows
 
 S = CertificateStatus
 WITHDRAWABLE = [
@@ -54,14 +55,8 @@ async def make(stack: Stack, status: CertificateStatus, name: str = "web") -> Ce
         # Issued long enough ago to have expired: the same database, a clock in the past.
         past = await build_stack("", ShiftedClock(timedelta(days=-800)), stack.db)
         service, sandbox = past.service, past.sandbox
-    certificate_id = await drive_to(
-        service,
-        sandbox,
-        stack.tenant,
-        status,
-        name=name,
-        domain=f"{name}.example.com",
-        present=stack.service,
+    certificate_id = await drive_named(
+        service, sandbox, stack.tenant, name, status, present=stack.service
     )
     certificate = await load(stack, certificate_id)
     assert certificate.status is status
@@ -80,15 +75,12 @@ async def decide(stack: Stack, certificate: Certificate, decision: SandboxDecisi
 
 
 async def history(stack: Stack, certificate_id: str) -> list[tuple[str, str | None, str]]:
-    async with stack.engine.connect() as connection:
-        rows = await connection.execute(
-            text(
-                "SELECT kind, from_status, to_status FROM certificate_events "
-                "WHERE certificate_id = :id ORDER BY version"
-            ),
-            {"id": certificate_id},
-        )
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+    return await sql_rows(
+        stack.db,
+        "SELECT kind, from_status, to_status FROM certificate_events "
+        "WHERE certificate_id = :id ORDER BY version",
+        id=certificate_id,
+    )
 
 
 @pytest.mark.parametrize("status", list(CertificateStatus))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Connection, text
@@ -23,10 +23,9 @@ SETTING = "INSERT INTO simca_settings (key, value) VALUES (:key, :value)"
 
 
 @pytest.fixture
-async def db(migrated_sqlite_url: str) -> AsyncIterator[Database]:
-    db = Database(migrated_sqlite_url)
-    yield db
-    await db.dispose()
+def db_url(migrated_sqlite_url: str) -> str:
+    """SQLite only: the shared `db` fixture (tests/server/conftest.py) over the migrated file."""
+    return migrated_sqlite_url
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
@@ -14,13 +13,6 @@ from server.migrate import upgrade
 from server.persistence.database import Database
 from server.persistence.tenants import TenantStore
 from tests.support import counting_statements, run_cli
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    db = Database(db_url)
-    yield db
-    await db.dispose()
 
 
 @pytest.fixture

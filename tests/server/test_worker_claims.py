@@ -12,7 +12,6 @@ from domain.results import WithdrawalSubmitted
 from domain.sandbox import SandboxDecision
 from domain.statuses import CertificateStatus
 from server.persistence.mapping import certificates, idempotency_keys
-from server.seed import drive_to
 from server.worker import KEY_DELETE_BATCH, KEY_RETENTION, MIN_LEASE_SECONDS, CaWorker
 from tests.server.conftest import Stack, build_stack
 
@@ -33,17 +32,7 @@ class SteppedClock:
 
 
 async def pending(stack: Stack, count: int) -> list[CertificateId]:
-    return [
-        await drive_to(
-            stack.service,
-            stack.sandbox,
-            stack.tenant,
-            S.PENDING_DOMAIN_VERIFICATION,
-            name=f"job-{n}",
-            domain=f"job-{n}.example.com",
-        )
-        for n in range(count)
-    ]
+    return [await stack.drive(f"job-{n}") for n in range(count)]
 
 
 async def next_polls(stack: Stack) -> dict[str, datetime]:

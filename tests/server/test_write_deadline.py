@@ -9,12 +9,11 @@ import sqlite3
 import httpx
 from sqlalchemy import make_url
 
-from domain.statuses import CertificateStatus
 from resolvers.ids import CERTIFICATE, to_global_id
 from server.http.app import create_app
 from server.persistence.tenants import TenantStore
-from server.seed import drive_to
 from server.settings import Settings
+from tests.support import drive_named
 
 WITHDRAW = """
 mutation($id: ID!, $key: String) {
@@ -46,14 +45,7 @@ async def test_withdrawals_queued_behind_another_writer_fail_fast_and_write_noth
         tenant = await tenants.tenant_for_token(token)
         assert tenant is not None
         ids = [
-            await drive_to(
-                container.service,
-                container.sandbox,
-                tenant.id,
-                CertificateStatus.PENDING_DOMAIN_VERIFICATION,
-                name=f"queued-{n}",
-                domain=f"queued-{n}.example.com",
-            )
+            await drive_named(container.service, container.sandbox, tenant.id, f"queued-{n}")
             for n in range(WITHDRAWERS)
         ]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
