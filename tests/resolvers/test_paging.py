@@ -70,6 +70,10 @@ def expected_order(rows: list[Row], field: str, direction: str) -> list[str]:
     return [r.global_id for r in present + missing]
 
 
+# The columns of a `Row` written as they are.
+INSERTED = ("name", "created_at", "updated_at", "domain", "expires_at")
+
+
 @pytest.fixture
 async def rows(api: Api) -> list[Row]:
     """31 certificates with ties in every sort key and nulls in the nullable ones."""
@@ -87,11 +91,7 @@ async def rows(api: Api) -> list[Row]:
             api.container.db.engine,
             api.acme.tenant_id,
             certificate_id=row.id,
-            name=row.name,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            domain=row.domain,
-            expires_at=row.expires_at,
+            **{column: getattr(row, column) for column in INSERTED},
         )
         made.append(row)
     return made
@@ -104,31 +104,28 @@ async def page(api: Api, **arguments: Any) -> dict[str, Any]:
     return connection
 
 
-async def walk_forwards(api: Api, size: int, **arguments: Any) -> list[str]:
+async def walk(api: Api, size: int, *, backwards: bool = False, **arguments: Any) -> list[str]:
+    """Every id, page by page, from the start (or from the end, `backwards`), in list order."""
+    size_arg, cursor_arg = ("last", "before") if backwards else ("first", "after")
+    came_from, goes_on = (
+        ("hasNextPage", "hasPreviousPage")
+        if backwards
+        else (
+            "hasPreviousPage",
+            "hasNextPage",
+        )
+    )
     seen: list[str] = []
-    after = None
+    cursor = None
     for _ in range(100):
-        connection = await page(api, first=size, after=after, **arguments)
-        seen += [n["id"] for n in connection["nodes"]]
+        connection = await page(api, **{size_arg: size, cursor_arg: cursor}, **arguments)
+        ids = [n["id"] for n in connection["nodes"]]
+        seen = ids + seen if backwards else seen + ids
         info = connection["pageInfo"]
-        assert info["hasPreviousPage"] is (after is not None)
-        if not info["hasNextPage"]:
+        assert info[came_from] is (cursor is not None)
+        if not info[goes_on]:
             return seen
-        after = info["endCursor"]
-    raise AssertionError("paging did not end")
-
-
-async def walk_backwards(api: Api, size: int, **arguments: Any) -> list[str]:
-    seen: list[str] = []
-    before = None
-    for _ in range(100):
-        connection = await page(api, last=size, before=before, **arguments)
-        seen = [n["id"] for n in connection["nodes"]] + seen
-        info = connection["pageInfo"]
-        assert info["hasNextPage"] is (before is not None)
-        if not info["hasPreviousPage"]:
-            return seen
-        before = info["startCursor"]
+        cursor = info["startCursor" if backwards else "endCursor"]
     raise AssertionError("paging did not end")
 
 
@@ -138,8 +135,8 @@ async def test_paging_forwards_and_backwards_visits_every_certificate_once_in_or
 ) -> None:
     order = {"field": field, "direction": direction}
     expected = expected_order(rows, field, direction)
-    assert await walk_forwards(api, 4, orderBy=order) == expected
-    assert await walk_backwards(api, 4, orderBy=order) == expected
+    assert await walk(api, 4, orderBy=order) == expected
+    assert await walk(api, 4, backwards=True, orderBy=order) == expected
     whole = await page(api, first=100, orderBy=order)
     assert [n["id"] for n in whole["nodes"]] == expected
 
@@ -381,6 +378,6 @@ async def test_paging_keeps_the_filter(api: Api, rows: list[Row]) -> None:
         if next(r for r in rows if r.global_id == i).name.lower() == "beta"
     ]
     filter = {"search": "BETA"}
-    assert await walk_forwards(api, 3, filter=filter) == expected
-    assert await walk_backwards(api, 3, filter=filter) == expected
+    assert await walk(api, 3, filter=filter) == expected
+    assert await walk(api, 3, backwards=True, filter=filter) == expected
     assert await count(api, **filter) == len(expected)
