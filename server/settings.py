@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # 0: every field goes graphql-core's regular way instead of the plain-field fast path
     # (graphql_engine.execution); the same answers (tests/resolvers/test_executor_parity.py).
     fast_executor: bool = True
+    # A full collection and free memory handed back to the system this often (server.heap);
+    # 0: never (the collector and malloc decide).
+    heap_trim_seconds: float = Field(default=30.0, ge=0)
     # Also the largest WebSocket message.
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     # The largest GraphQL document (UTF-8), refused before it is lexed: the token limit does not

@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await container.start()
         try:
-            with settled_heap():
+            async with settled_heap(settings.heap_trim_seconds):
                 yield
         finally:
             await container.close()
